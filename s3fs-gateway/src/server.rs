@@ -1,0 +1,148 @@
+//! The composition root: credentials, store, usage, the S3 service with its routes, the
+//! listener, background cleanup and graceful shutdown — in that order.
+
+use std::future::Future;
+use std::io::Write;
+use std::sync::Arc;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use s3s::service::S3ServiceBuilder;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::credentials::{Credentials, Loaded, RoleAccess};
+use crate::ext::GpairRoutes;
+use crate::quota::Usage;
+use crate::s3impl::Gateway;
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialsError),
+    #[error("cannot prepare root {root}: {source}")]
+    Root { root: String, source: std::io::Error },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+}
+
+/// Runs the gateway until `shutdown` resolves, then drains in-flight requests.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let root_err = |source| RunError::Root { root: config.root.display().to_string(), source };
+
+    let credentials = match Credentials::load_or_generate(&config.credentials)? {
+        Loaded::Existing(c) => c,
+        Loaded::Generated(c, key) => {
+            // Printed once, to stdout only; never logged.
+            println!(
+                "generated credentials in {}: access_key={} secret_key={} role=backend",
+                config.credentials.display(),
+                key.access_key,
+                key.secret_key
+            );
+            c
+        }
+    };
+    let store = Arc::new(Store::open(&config.root, config.fsync).map_err(root_err)?);
+    let usage = {
+        let (root, quotas) = (config.root.clone(), config.quotas.clone());
+        let scanned = tokio::task::spawn_blocking(move || Usage::scan(&root, quotas))
+            .await
+            .map_err(|e| root_err(std::io::Error::other(e)))?;
+        Arc::new(scanned.map_err(root_err)?)
+    };
+    let access = Arc::new(RoleAccess { credentials: credentials.clone() });
+
+    let service = {
+        let mut b = S3ServiceBuilder::new(Gateway {
+            store: Arc::clone(&store),
+            usage: Arc::clone(&usage),
+            region: config.region.clone(),
+        });
+        b.set_auth(credentials.clone());
+        b.set_access(RoleAccess { credentials });
+        b.set_route(GpairRoutes { store: Arc::clone(&store), usage: Arc::clone(&usage), access });
+        let mut s3_config = s3s::config::S3Config::default();
+        s3_config.xml_max_body_size = config.max_xml_body_bytes;
+        b.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(s3_config))));
+        b.build()
+    };
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RunError::Listen { addr: config.listen, source })?;
+    let local = listener.local_addr().map_err(|source| RunError::Listen { addr: config.listen, source })?;
+    println!("s3fs-gateway listening on http://{local}");
+    let _ = std::io::stdout().flush();
+    tracing::info!(%local, root = %config.root.display(), fsync = config.fsync, "serving");
+
+    let cleanup = tokio::spawn(clean_stale_uploads(
+        Arc::clone(&store),
+        config.multipart_stale_after,
+        config.multipart_cleanup_interval,
+    ));
+
+    let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .max_buf_size(config.max_header_bytes)
+        .timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(60));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (socket, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = socket.set_nodelay(true);
+        let conn = http.serve_connection(TokioIo::new(socket), service.clone());
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    cleanup.abort();
+    tracing::info!("shutting down: waiting for in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(config.shutdown_grace) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+    Ok(())
+}
+
+async fn clean_stale_uploads(store: Arc<Store>, max_age: std::time::Duration, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let s = Arc::clone(&store);
+        match tokio::task::spawn_blocking(move || crate::multipart::remove_stale(&s, max_age)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(removed = n, "removed stale multipart uploads"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "stale multipart cleanup failed"),
+            Err(e) => tracing::warn!(error = %e, "stale multipart cleanup panicked"),
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
