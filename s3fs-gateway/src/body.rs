@@ -23,7 +23,10 @@ pub fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
     while done < len {
         let n = file.read_at(&mut buf[done..], offset + done as u64)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "object file is shorter than its length"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "object file is shorter than its length",
+            ));
         }
         done += n;
     }
@@ -63,12 +66,16 @@ impl FileStream {
         if self.pending.is_some() || self.unrequested == 0 {
             return;
         }
-        let Some(file) = self.file.clone() else { return };
+        let Some(file) = self.file.clone() else {
+            return;
+        };
         let n = self.unrequested.min(IO_CHUNK as u64) as usize;
         let offset = self.offset;
         self.offset += n as u64;
         self.unrequested -= n as u64;
-        self.pending = Some(tokio::task::spawn_blocking(move || read_at(&file, offset, n)));
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            read_at(&file, offset, n)
+        }));
     }
 }
 

@@ -86,7 +86,10 @@ pub struct Quota {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{0}")]
@@ -95,17 +98,24 @@ pub enum ConfigError {
 
 impl RawConfig {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })
     }
 }
 
 impl Config {
     pub fn build(raw: RawConfig, flags: Overrides) -> Result<Self, ConfigError> {
-        let root = flags
-            .root
-            .or(raw.root)
-            .ok_or_else(|| ConfigError::Invalid("no root directory: pass --root DIR or set `root` in the config".into()))?;
+        let root = flags.root.or(raw.root).ok_or_else(|| {
+            ConfigError::Invalid(
+                "no root directory: pass --root DIR or set `root` in the config".into(),
+            )
+        })?;
         if !root.is_dir() {
             return Err(ConfigError::Invalid(format!(
                 "root {} is not a directory (create it first)",
@@ -115,42 +125,74 @@ impl Config {
         let root = root
             .canonicalize()
             .map_err(|e| ConfigError::Invalid(format!("root {}: {e}", root.display())))?;
-        let listen_str = flags.listen.or(raw.listen).unwrap_or_else(|| "127.0.0.1:9000".into());
-        let listen: SocketAddr = listen_str
-            .parse()
-            .map_err(|_| ConfigError::Invalid(format!("listen address {listen_str:?} is not HOST:PORT (e.g. 127.0.0.1:9000)")))?;
+        let listen_str = flags
+            .listen
+            .or(raw.listen)
+            .unwrap_or_else(|| "127.0.0.1:9000".into());
+        let listen: SocketAddr = listen_str.parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "listen address {listen_str:?} is not HOST:PORT (e.g. 127.0.0.1:9000)"
+            ))
+        })?;
         let credentials = flags
             .credentials
             .or(raw.credentials)
             .unwrap_or_else(|| root.join(crate::store::STATE_DIR).join("credentials.toml"));
         let region = raw.region.unwrap_or_else(|| "us-east-1".into());
-        if region.is_empty() || !region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(ConfigError::Invalid(format!("region {region:?} must be letters, digits and '-'")));
+        if region.is_empty()
+            || !region
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(ConfigError::Invalid(format!(
+                "region {region:?} must be letters, digits and '-'"
+            )));
         }
-        let positive = |name: &str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
-            match v.unwrap_or(default) {
-                0 => Err(ConfigError::Invalid(format!("{name} must be greater than 0"))),
-                n => Ok(Duration::from_secs(n)),
-            }
-        };
+        let positive =
+            |name: &str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
+                match v.unwrap_or(default) {
+                    0 => Err(ConfigError::Invalid(format!(
+                        "{name} must be greater than 0"
+                    ))),
+                    n => Ok(Duration::from_secs(n)),
+                }
+            };
         let mut quotas = BTreeMap::new();
         for (bucket, q) in raw.quota {
             if !s3s::path::check_bucket_name(&bucket) {
-                return Err(ConfigError::Invalid(format!("[quota.{bucket}]: {bucket:?} is not a valid bucket name")));
+                return Err(ConfigError::Invalid(format!(
+                    "[quota.{bucket}]: {bucket:?} is not a valid bucket name"
+                )));
             }
-            quotas.insert(bucket, Quota { max_bytes: q.max_bytes, max_objects: q.max_objects });
+            quotas.insert(
+                bucket,
+                Quota {
+                    max_bytes: q.max_bytes,
+                    max_objects: q.max_objects,
+                },
+            );
         }
         let max_header_bytes = raw.limits.max_header_bytes.unwrap_or(64 * 1024);
         if max_header_bytes < 8192 {
-            return Err(ConfigError::Invalid("limits.max_header_bytes must be at least 8192".into()));
+            return Err(ConfigError::Invalid(
+                "limits.max_header_bytes must be at least 8192".into(),
+            ));
         }
         Ok(Config {
             root,
             listen,
             credentials,
             region,
-            fsync: if flags.no_fsync { false } else { raw.fsync.unwrap_or(true) },
-            multipart_stale_after: positive("multipart_stale_after_secs", raw.multipart_stale_after_secs, 86_400)?,
+            fsync: if flags.no_fsync {
+                false
+            } else {
+                raw.fsync.unwrap_or(true)
+            },
+            multipart_stale_after: positive(
+                "multipart_stale_after_secs",
+                raw.multipart_stale_after_secs,
+                86_400,
+            )?,
             multipart_cleanup_interval: positive(
                 "multipart_cleanup_interval_secs",
                 raw.multipart_cleanup_interval_secs,
@@ -171,10 +213,17 @@ mod tests {
     #[test]
     fn flags_override_file_and_bad_values_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        let raw: RawConfig = toml::from_str("listen = \"127.0.0.1:1\"\nfsync = true\n[quota.bkt]\nmax_bytes = 5\n").unwrap();
+        let raw: RawConfig =
+            toml::from_str("listen = \"127.0.0.1:1\"\nfsync = true\n[quota.bkt]\nmax_bytes = 5\n")
+                .unwrap();
         let cfg = Config::build(
             raw,
-            Overrides { root: Some(dir.path().into()), listen: Some("127.0.0.1:2".into()), no_fsync: true, ..Default::default() },
+            Overrides {
+                root: Some(dir.path().into()),
+                listen: Some("127.0.0.1:2".into()),
+                no_fsync: true,
+                ..Default::default()
+            },
         )
         .unwrap();
         assert_eq!(cfg.listen.port(), 2);
@@ -187,15 +236,35 @@ mod tests {
         assert!(err.to_string().contains("fsynk"), "{err}");
 
         let raw: RawConfig = toml::from_str("listen = \"nowhere\"").unwrap();
-        let err = Config::build(raw, Overrides { root: Some(dir.path().into()), ..Default::default() }).unwrap_err();
+        let err = Config::build(
+            raw,
+            Overrides {
+                root: Some(dir.path().into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("nowhere"), "{err}");
 
         let raw: RawConfig = toml::from_str("[quota.Bad_Name]\nmax_bytes = 1").unwrap();
-        let err = Config::build(raw, Overrides { root: Some(dir.path().into()), ..Default::default() }).unwrap_err();
+        let err = Config::build(
+            raw,
+            Overrides {
+                root: Some(dir.path().into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("Bad_Name"), "{err}");
 
-        let err = Config::build(RawConfig::default(), Overrides { root: Some("/nonexistent/x".into()), ..Default::default() })
-            .unwrap_err();
+        let err = Config::build(
+            RawConfig::default(),
+            Overrides {
+                root: Some("/nonexistent/x".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/x"), "{err}");
     }
 }

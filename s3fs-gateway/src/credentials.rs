@@ -59,7 +59,10 @@ pub enum CredentialsError {
     )]
     Permissions { path: PathBuf, mode: u32 },
     #[error("credentials file {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The set of keys the gateway accepts.
@@ -77,7 +80,12 @@ pub enum Loaded {
 
 impl Credentials {
     pub fn from_keys(keys: Vec<AccessKey>) -> Self {
-        Self { keys: keys.into_iter().map(|k| (k.access_key.clone(), k)).collect() }
+        Self {
+            keys: keys
+                .into_iter()
+                .map(|k| (k.access_key.clone(), k))
+                .collect(),
+        }
     }
 
     pub fn role_of(&self, access_key: &str) -> Option<Role> {
@@ -86,24 +94,41 @@ impl Credentials {
 
     /// Loads the file, or creates it with one generated backend key when it does not exist.
     pub fn load_or_generate(path: &Path) -> Result<Loaded, CredentialsError> {
-        let io = |source| CredentialsError::Io { path: path.into(), source };
+        let io = |source| CredentialsError::Io {
+            path: path.into(),
+            source,
+        };
         match std::fs::metadata(path) {
             Ok(md) => {
                 let mode = md.permissions().mode() & 0o777;
                 if mode & 0o077 != 0 {
-                    return Err(CredentialsError::Permissions { path: path.into(), mode });
+                    return Err(CredentialsError::Permissions {
+                        path: path.into(),
+                        mode,
+                    });
                 }
                 let text = std::fs::read_to_string(path).map_err(io)?;
-                let file: CredentialsFile = toml::from_str(&text)
-                    .map_err(|e| CredentialsError::Bad { path: path.into(), message: e.to_string() })?;
+                let file: CredentialsFile =
+                    toml::from_str(&text).map_err(|e| CredentialsError::Bad {
+                        path: path.into(),
+                        message: e.to_string(),
+                    })?;
                 Self::validate(path, &file.keys)?;
                 Ok(Loaded::Existing(Self::from_keys(file.keys)))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = AccessKey { access_key: random_access_key(), secret_key: random_secret(), role: Role::Backend };
-                let file = CredentialsFile { keys: vec![key.clone()] };
-                let text = toml::to_string(&file)
-                    .map_err(|e| CredentialsError::Bad { path: path.into(), message: e.to_string() })?;
+                let key = AccessKey {
+                    access_key: random_access_key(),
+                    secret_key: random_secret(),
+                    role: Role::Backend,
+                };
+                let file = CredentialsFile {
+                    keys: vec![key.clone()],
+                };
+                let text = toml::to_string(&file).map_err(|e| CredentialsError::Bad {
+                    path: path.into(),
+                    message: e.to_string(),
+                })?;
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent).map_err(io)?;
                 }
@@ -115,7 +140,9 @@ impl Credentials {
                     .mode(0o600)
                     .open(&tmp)
                     .map_err(io)?;
-                f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(io)?;
+                f.write_all(text.as_bytes())
+                    .and_then(|()| f.sync_all())
+                    .map_err(io)?;
                 std::fs::rename(&tmp, path).map_err(io)?;
                 Ok(Loaded::Generated(Self::from_keys(vec![key.clone()]), key))
             }
@@ -124,17 +151,26 @@ impl Credentials {
     }
 
     fn validate(path: &Path, keys: &[AccessKey]) -> Result<(), CredentialsError> {
-        let bad = |message: String| CredentialsError::Bad { path: path.into(), message };
+        let bad = |message: String| CredentialsError::Bad {
+            path: path.into(),
+            message,
+        };
         if keys.is_empty() {
             return Err(bad("no [[keys]] entries".into()));
         }
         let mut seen = std::collections::HashSet::new();
         for k in keys {
             if k.access_key.len() < 3 || !k.access_key.chars().all(|c| c.is_ascii_alphanumeric()) {
-                return Err(bad(format!("access_key {:?} must be at least 3 letters or digits", k.access_key)));
+                return Err(bad(format!(
+                    "access_key {:?} must be at least 3 letters or digits",
+                    k.access_key
+                )));
             }
             if k.secret_key.len() < 16 {
-                return Err(bad(format!("secret_key of {} is shorter than 16 characters", k.access_key)));
+                return Err(bad(format!(
+                    "secret_key of {} is shorter than 16 characters",
+                    k.access_key
+                )));
             }
             if !seen.insert(&k.access_key) {
                 return Err(bad(format!("access_key {} appears twice", k.access_key)));
@@ -147,7 +183,9 @@ impl Credentials {
 fn random_access_key() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let mut rng = rand::thread_rng();
-    let tail: String = (0..16).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect();
+    let tail: String = (0..16)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect();
     format!("GP{tail}")
 }
 
@@ -187,9 +225,10 @@ pub fn is_sigv2(headers: &http::HeaderMap, uri: &http::Uri) -> bool {
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("AWS "));
-    let query_v2 = uri
-        .query()
-        .is_some_and(|q| q.split('&').any(|p| p.starts_with("AWSAccessKeyId=") || p.starts_with("Signature=")));
+    let query_v2 = uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p.starts_with("AWSAccessKeyId=") || p.starts_with("Signature="))
+    });
     header_v2 || query_v2
 }
 
@@ -202,16 +241,23 @@ impl RoleAccess {
     /// Checks that the request is SigV4-signed by a known key holding `needed` (or more).
     pub fn check_key(&self, access_key: Option<&str>, sigv2: bool, needed: Role) -> S3Result<()> {
         if sigv2 {
-            return Err(s3_error!(AccessDenied, "SigV2 is not accepted; sign requests with SigV4"));
+            return Err(s3_error!(
+                AccessDenied,
+                "SigV2 is not accepted; sign requests with SigV4"
+            ));
         }
         let Some(access_key) = access_key else {
-            return Err(s3_error!(AccessDenied, "anonymous access is not allowed; sign the request"));
+            return Err(s3_error!(
+                AccessDenied,
+                "anonymous access is not allowed; sign the request"
+            ));
         };
         match (self.credentials.role_of(access_key), needed) {
             (Some(Role::Backend), _) | (Some(Role::Reader), Role::Reader) => Ok(()),
-            (Some(Role::Reader), Role::Backend) => {
-                Err(s3_error!(AccessDenied, "key {access_key} has the reader role and cannot modify anything"))
-            }
+            (Some(Role::Reader), Role::Backend) => Err(s3_error!(
+                AccessDenied,
+                "key {access_key} has the reader role and cannot modify anything"
+            )),
             (None, _) => Err(s3_error!(InvalidAccessKeyId)),
         }
     }
@@ -220,9 +266,17 @@ impl RoleAccess {
 #[async_trait::async_trait]
 impl S3Access for RoleAccess {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
-        let needed = if READ_OPS.contains(&cx.s3_op().name()) { Role::Reader } else { Role::Backend };
+        let needed = if READ_OPS.contains(&cx.s3_op().name()) {
+            Role::Reader
+        } else {
+            Role::Backend
+        };
         let sigv2 = is_sigv2(cx.headers(), cx.uri());
-        self.check_key(cx.credentials().map(|c| c.access_key.as_str()), sigv2, needed)
+        self.check_key(
+            cx.credentials().map(|c| c.access_key.as_str()),
+            sigv2,
+            needed,
+        )
     }
 }
 
@@ -238,8 +292,14 @@ mod tests {
             panic!("expected a generated key")
         };
         assert_eq!(creds.role_of(&key.access_key), Some(Role::Backend));
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert!(matches!(Credentials::load_or_generate(&path).unwrap(), Loaded::Existing(_)));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(matches!(
+            Credentials::load_or_generate(&path).unwrap(),
+            Loaded::Existing(_)
+        ));
         assert!(!format!("{key:?}").contains(&key.secret_key));
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -251,8 +311,16 @@ mod tests {
     fn reader_cannot_write_and_sigv2_is_refused() {
         let access = RoleAccess {
             credentials: Credentials::from_keys(vec![
-                AccessKey { access_key: "rdr".into(), secret_key: "x".repeat(16), role: Role::Reader },
-                AccessKey { access_key: "bk".into(), secret_key: "y".repeat(16), role: Role::Backend },
+                AccessKey {
+                    access_key: "rdr".into(),
+                    secret_key: "x".repeat(16),
+                    role: Role::Reader,
+                },
+                AccessKey {
+                    access_key: "bk".into(),
+                    secret_key: "y".repeat(16),
+                    role: Role::Backend,
+                },
             ]),
         };
         assert!(access.check_key(Some("rdr"), false, Role::Reader).is_ok());
@@ -262,9 +330,20 @@ mod tests {
         assert!(access.check_key(None, false, Role::Reader).is_err());
         assert!(access.check_key(Some("who"), false, Role::Reader).is_err());
         let mut h = http::HeaderMap::new();
-        h.insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("AWS ak:sig"));
+        h.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_static("AWS ak:sig"),
+        );
         assert!(is_sigv2(&h, &"/b/k".parse().unwrap()));
-        assert!(is_sigv2(&http::HeaderMap::new(), &"/b/k?AWSAccessKeyId=a&Signature=x&Expires=1".parse().unwrap()));
-        assert!(!is_sigv2(&http::HeaderMap::new(), &"/b/k?X-Amz-Signature=x".parse().unwrap()));
+        assert!(is_sigv2(
+            &http::HeaderMap::new(),
+            &"/b/k?AWSAccessKeyId=a&Signature=x&Expires=1"
+                .parse()
+                .unwrap()
+        ));
+        assert!(!is_sigv2(
+            &http::HeaderMap::new(),
+            &"/b/k?X-Amz-Signature=x".parse().unwrap()
+        ));
     }
 }

@@ -65,8 +65,12 @@ impl From<Error> for S3Error {
             Error::NoSuchBucket(_) => S3Error::with_message(S3ErrorCode::NoSuchBucket, msg),
             Error::NoSuchKey(_) => S3Error::with_message(S3ErrorCode::NoSuchKey, msg),
             Error::NoSuchUpload(_) => S3Error::with_message(S3ErrorCode::NoSuchUpload, msg),
-            Error::InvalidKey(KeyError::TooLong(_)) => S3Error::with_message(S3ErrorCode::KeyTooLongError, msg),
-            Error::InvalidKey(_) | Error::InvalidArgument(_) => S3Error::with_message(S3ErrorCode::InvalidArgument, msg),
+            Error::InvalidKey(KeyError::TooLong(_)) => {
+                S3Error::with_message(S3ErrorCode::KeyTooLongError, msg)
+            }
+            Error::InvalidKey(_) | Error::InvalidArgument(_) => {
+                S3Error::with_message(S3ErrorCode::InvalidArgument, msg)
+            }
             Error::KeyConflict(_) => custom("KeyConflict", S::CONFLICT, msg),
             Error::QuotaExceeded(_) => custom("QuotaExceeded", S::FORBIDDEN, msg),
             Error::InvalidObjectState(_) => {

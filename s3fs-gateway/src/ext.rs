@@ -36,7 +36,11 @@ enum Extension {
 
 fn extension(method: &Method, uri: &Uri) -> Option<Extension> {
     let query = uri.query()?;
-    let has = |name: &str| query.split('&').any(|p| p == name || p.starts_with(&format!("{name}=")));
+    let has = |name: &str| {
+        query
+            .split('&')
+            .any(|p| p == name || p.starts_with(&format!("{name}=")))
+    };
     match *method {
         Method::POST if has("gpair-setattr") => Some(Extension::SetAttr),
         Method::POST if has("gpair-rename") => Some(Extension::Rename),
@@ -53,7 +57,13 @@ pub struct GpairRoutes {
 
 #[async_trait::async_trait]
 impl S3Route for GpairRoutes {
-    fn is_match(&self, method: &Method, uri: &Uri, _headers: &HeaderMap, _ext: &mut http::Extensions) -> bool {
+    fn is_match(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        _headers: &HeaderMap,
+        _ext: &mut http::Extensions,
+    ) -> bool {
         extension(method, uri).is_some()
     }
 
@@ -74,7 +84,8 @@ impl S3Route for GpairRoutes {
         let path = percent_encoding::percent_decode_str(req.uri.path())
             .decode_utf8()
             .map_err(|_| s3_error!(InvalidURI, "the path is not percent-encoded UTF-8"))?;
-        let s3_path = s3s::path::parse_path_style(&path).map_err(|_| s3_error!(InvalidURI, "cannot parse the path"))?;
+        let s3_path = s3s::path::parse_path_style(&path)
+            .map_err(|_| s3_error!(InvalidURI, "cannot parse the path"))?;
         let store = Arc::clone(&self.store);
         let usage = Arc::clone(&self.usage);
         let ext = extension(&req.method, &req.uri).ok_or_else(|| s3_error!(NotImplemented))?;
@@ -90,7 +101,10 @@ impl S3Route for GpairRoutes {
                     "max_objects": r.limits.max_objects,
                 });
                 let mut resp = S3Response::new(Body::from(json.to_string()));
-                resp.headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+                resp.headers.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
                 Ok(resp)
             }
             (Extension::SetAttr, S3Path::Object { bucket, key }) => {
@@ -103,20 +117,34 @@ impl S3Route for GpairRoutes {
             }
             (Extension::Rename, S3Path::Object { bucket, key }) => {
                 let src = ObjectKey::parse(&key).map_err(Error::from)?;
-                let dst = ObjectKey::parse(&required_header(&req.headers, RENAME_TO_HEADER)?).map_err(Error::from)?;
-                let replace = match req.headers.get(RENAME_REPLACE_HEADER).map(|v| v.to_str().unwrap_or("")) {
+                let dst = ObjectKey::parse(&required_header(&req.headers, RENAME_TO_HEADER)?)
+                    .map_err(Error::from)?;
+                let replace = match req
+                    .headers
+                    .get(RENAME_REPLACE_HEADER)
+                    .map(|v| v.to_str().unwrap_or(""))
+                {
                     None | Some("false") => false,
                     Some("true") => true,
                     Some(other) => {
-                        return Err(Error::InvalidArgument(format!("{RENAME_REPLACE_HEADER} must be true or false, not {other:?}")).into())
+                        return Err(Error::InvalidArgument(format!(
+                            "{RENAME_REPLACE_HEADER} must be true or false, not {other:?}"
+                        ))
+                        .into())
                     }
                 };
                 let bucket = bucket.to_string();
                 blocking(move || rename(&store, &usage, &bucket, &src, &dst, replace)).await?;
                 Ok(empty_ok())
             }
-            (Extension::Usage, _) => Err(s3_error!(InvalidRequest, "gpair-usage applies to a bucket: GET /BUCKET?gpair-usage")),
-            (_, _) => Err(s3_error!(InvalidRequest, "this gpair extension applies to an object: POST /BUCKET/KEY?...")),
+            (Extension::Usage, _) => Err(s3_error!(
+                InvalidRequest,
+                "gpair-usage applies to a bucket: GET /BUCKET?gpair-usage"
+            )),
+            (_, _) => Err(s3_error!(
+                InvalidRequest,
+                "this gpair extension applies to an object: POST /BUCKET/KEY?..."
+            )),
         }
     }
 }
@@ -128,7 +156,9 @@ fn empty_ok() -> S3Response<Body> {
 }
 
 fn required_header(headers: &HeaderMap, name: &str) -> Result<String> {
-    let v = headers.get(name).ok_or_else(|| Error::InvalidArgument(format!("missing header {name}")))?;
+    let v = headers
+        .get(name)
+        .ok_or_else(|| Error::InvalidArgument(format!("missing header {name}")))?;
     let v = decode_header_value(name, v)?;
     if v.is_empty() {
         return Err(Error::InvalidArgument(format!("header {name} is empty")));
@@ -137,10 +167,21 @@ fn required_header(headers: &HeaderMap, name: &str) -> Result<String> {
 }
 
 /// SetAttrObj: see the table in docs/gateway.md. Idempotent.
-pub fn set_attr(store: &Store, usage: &Usage, bucket: &str, key: &ObjectKey, attr: &str, value: &str) -> Result<()> {
-    let found = store.lookup(bucket, key)?.ok_or_else(|| Error::NoSuchKey(key.to_string()))?;
+pub fn set_attr(
+    store: &Store,
+    usage: &Usage,
+    bucket: &str,
+    key: &ObjectKey,
+    attr: &str,
+    value: &str,
+) -> Result<()> {
+    let found = store
+        .lookup(bucket, key)?
+        .ok_or_else(|| Error::NoSuchKey(key.to_string()))?;
     if found.meta.dir_marker {
-        return Err(Error::InvalidArgument(format!("{key} is a directory; directories carry no data")));
+        return Err(Error::InvalidArgument(format!(
+            "{key} is a directory; directories carry no data"
+        )));
     }
     let mut meta = found.meta.clone();
     let mismatch = |have: &str| {
@@ -148,7 +189,9 @@ pub fn set_attr(store: &Store, usage: &Usage, bucket: &str, key: &ObjectKey, att
     };
     match attr {
         LTR => {
-            let Some(have) = meta.gpair_name.as_deref() else { return Ok(()) };
+            let Some(have) = meta.gpair_name.as_deref() else {
+                return Ok(());
+            };
             if have != value {
                 return Err(mismatch(have));
             }
@@ -184,7 +227,9 @@ pub fn set_attr(store: &Store, usage: &Usage, bucket: &str, key: &ObjectKey, att
             let guard = RemoveOnDrop(Some(staged_path.clone()));
             staged.set_len(size)?;
             meta.store(&staged_path)?;
-            PosixAttrs::from_user_meta(&meta.user).unwrap_or_default().apply(&staged_path)?;
+            PosixAttrs::from_user_meta(&meta.user)
+                .unwrap_or_default()
+                .apply(&staged_path)?;
             if store.fsync() {
                 staged.sync_all()?;
             }
@@ -222,7 +267,15 @@ fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> std::io::Re
     };
     let (f, t) = (c(from)?, c(to)?);
     // SAFETY: valid C strings; AT_FDCWD with absolute paths.
-    let r = unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE) };
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
     if r == 0 {
         Ok(())
     } else {
@@ -231,7 +284,14 @@ fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> std::io::Re
 }
 
 /// Native rename of an object or a whole prefix (one `rename(2)`).
-pub fn rename(store: &Store, usage: &Usage, bucket: &str, src: &ObjectKey, dst: &ObjectKey, replace: bool) -> Result<()> {
+pub fn rename(
+    store: &Store,
+    usage: &Usage,
+    bucket: &str,
+    src: &ObjectKey,
+    dst: &ObjectKey,
+    replace: bool,
+) -> Result<()> {
     let bucket_dir = store.require_bucket(bucket)?;
     if src.is_dir() != dst.is_dir() {
         return Err(Error::InvalidArgument(
@@ -242,7 +302,9 @@ pub fn rename(store: &Store, usage: &Usage, bucket: &str, src: &ObjectKey, dst: 
         return Ok(());
     }
     if src.is_dir() && dst.as_str().starts_with(src.as_str()) {
-        return Err(Error::InvalidArgument(format!("cannot move {src} into itself ({dst})")));
+        return Err(Error::InvalidArgument(format!(
+            "cannot move {src} into itself ({dst})"
+        )));
     }
     let src_path = store.object_path(bucket, src);
     let dst_path = store.object_path(bucket, dst);
@@ -255,7 +317,9 @@ pub fn rename(store: &Store, usage: &Usage, bucket: &str, src: &ObjectKey, dst: 
         return Err(Error::NoSuchKey(src.to_string()));
     }
     store.check_writable(&bucket_dir, dst)?;
-    let dst_parent = dst_path.parent().ok_or_else(|| Error::InvalidArgument("bad destination".into()))?;
+    let dst_parent = dst_path
+        .parent()
+        .ok_or_else(|| Error::InvalidArgument("bad destination".into()))?;
     store.create_dirs(dst_parent)?;
     let conflict = || Error::KeyConflict(format!("destination {dst} already exists"));
     if replace && !src.is_dir() {
@@ -278,4 +342,3 @@ pub fn rename(store: &Store, usage: &Usage, bucket: &str, src: &ObjectKey, dst: 
     }
     Ok(())
 }
-

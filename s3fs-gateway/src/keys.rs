@@ -28,7 +28,9 @@ pub enum KeyError {
     Backslash,
     #[error("key contains a NUL or control character")]
     ControlChar,
-    #[error("key has a path component of {0} bytes; the filesystem limit is {MAX_COMPONENT_BYTES}")]
+    #[error(
+        "key has a path component of {0} bytes; the filesystem limit is {MAX_COMPONENT_BYTES}"
+    )]
     ComponentTooLong(usize),
 }
 
@@ -60,11 +62,15 @@ impl ObjectKey {
             match component {
                 "" => return Err(KeyError::EmptyComponent),
                 "." | ".." => return Err(KeyError::DotComponent),
-                c if c.len() > MAX_COMPONENT_BYTES => return Err(KeyError::ComponentTooLong(c.len())),
+                c if c.len() > MAX_COMPONENT_BYTES => {
+                    return Err(KeyError::ComponentTooLong(c.len()))
+                }
                 _ => {}
             }
         }
-        Ok(Self { key: key.to_owned() })
+        Ok(Self {
+            key: key.to_owned(),
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -94,11 +100,23 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_keys() {
-        for k in ["a", "a/b/c.txt", "dir/", "a b/ü/€", "..a", "a..", ".hidden", "a/.b/c"] {
+        for k in [
+            "a",
+            "a/b/c.txt",
+            "dir/",
+            "a b/ü/€",
+            "..a",
+            "a..",
+            ".hidden",
+            "a/.b/c",
+        ] {
             assert!(ObjectKey::parse(k).is_ok(), "{k}");
         }
         assert!(ObjectKey::parse("dir/").unwrap().is_dir());
-        assert_eq!(ObjectKey::parse("a/b/").unwrap().rel_path(), PathBuf::from("a/b"));
+        assert_eq!(
+            ObjectKey::parse("a/b/").unwrap().rel_path(),
+            PathBuf::from("a/b")
+        );
     }
 
     #[test]
@@ -119,8 +137,14 @@ mod tests {
         for (k, want) in cases {
             assert_eq!(ObjectKey::parse(k), Err(want), "{k:?}");
         }
-        assert_eq!(ObjectKey::parse(&"x".repeat(1025)), Err(KeyError::TooLong(1025)));
-        assert_eq!(ObjectKey::parse(&"x".repeat(256)), Err(KeyError::ComponentTooLong(256)));
+        assert_eq!(
+            ObjectKey::parse(&"x".repeat(1025)),
+            Err(KeyError::TooLong(1025))
+        );
+        assert_eq!(
+            ObjectKey::parse(&"x".repeat(256)),
+            Err(KeyError::ComponentTooLong(256))
+        );
         assert!(ObjectKey::parse(&format!("{}/{}", "x".repeat(255), "y".repeat(255))).is_ok());
     }
 }

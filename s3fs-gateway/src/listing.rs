@@ -66,7 +66,9 @@ impl Walk<'_> {
     fn subtree_is_before(&self, dkey: &str) -> bool {
         match self.p.after {
             None => false,
-            Some(a) => (a > dkey && !a.starts_with(dkey)) || (self.after_is_prefix && dkey.starts_with(a)),
+            Some(a) => {
+                (a > dkey && !a.starts_with(dkey)) || (self.after_is_prefix && dkey.starts_with(a))
+            }
         }
     }
 
@@ -96,7 +98,12 @@ impl Walk<'_> {
         let mut entries = Vec::new();
         let rd = match std::fs::read_dir(dir) {
             Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(()),
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
+                return Ok(())
+            }
             Err(e) => return Err(e),
         };
         for entry in rd {
@@ -131,7 +138,9 @@ impl Walk<'_> {
                         // without reading the directory.
                         let wanted = match self.p.after {
                             None => true,
-                            Some(a) => cp.as_str() > a || (!self.after_is_prefix && a.starts_with(&cp)),
+                            Some(a) => {
+                                cp.as_str() > a || (!self.after_is_prefix && a.starts_with(&cp))
+                            }
                         };
                         if wanted {
                             self.push(Item::Prefix(cp));
@@ -140,7 +149,9 @@ impl Walk<'_> {
                     }
                 }
                 let path = dir.join(&sort_name[..sort_name.len() - 1]);
-                if self.is_past(&key) && matches!(ObjectMeta::load(&path), Ok(Some(m)) if m.dir_marker) {
+                if self.is_past(&key)
+                    && matches!(ObjectMeta::load(&path), Ok(Some(m)) if m.dir_marker)
+                {
                     self.push(Item::Object(key.clone()));
                 }
                 self.walk(&path, &key, "")?;
@@ -185,7 +196,12 @@ pub fn list(bucket_dir: &Path, p: &ListParams<'_>) -> io::Result<Listing> {
         (Some(a), Some(d)) if !d.is_empty() => a.ends_with(d) && a.starts_with(p.prefix),
         _ => false,
     };
-    let mut w = Walk { p, after_is_prefix, out: Listing::default(), last_prefix: None };
+    let mut w = Walk {
+        p,
+        after_is_prefix,
+        out: Listing::default(),
+        last_prefix: None,
+    };
     if after_is_prefix {
         w.last_prefix = p.after.map(str::to_owned);
     }
@@ -217,12 +233,21 @@ mod tests {
             .collect()
     }
 
-    const KEYS: &[&str] = &["a-b", "a/b", "a/c/d", "a0", "a.b", "A", "é", "a/b0", "b/x/y/z"];
+    const KEYS: &[&str] = &[
+        "a-b", "a/b", "a/c/d", "a0", "a.b", "A", "é", "a/b0", "b/x/y/z",
+    ];
 
     #[test]
     fn full_listing_is_in_byte_order() {
         let t = tree(KEYS);
-        let l = list(t.path(), &ListParams { max: 1000, ..Default::default() }).unwrap();
+        let l = list(
+            t.path(),
+            &ListParams {
+                max: 1000,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let mut want: Vec<String> = KEYS.iter().map(|s| s.to_string()).collect();
         want.sort();
         assert_eq!(keys(&l), want);
@@ -238,7 +263,15 @@ mod tests {
             let mut got = Vec::new();
             let mut after: Option<String> = None;
             loop {
-                let l = list(t.path(), &ListParams { max: page, after: after.as_deref(), ..Default::default() }).unwrap();
+                let l = list(
+                    t.path(),
+                    &ListParams {
+                        max: page,
+                        after: after.as_deref(),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
                 got.extend(keys(&l));
                 if !l.truncated {
                     break;
@@ -252,20 +285,66 @@ mod tests {
     #[test]
     fn delimiter_and_prefix() {
         let t = tree(KEYS);
-        let l = list(t.path(), &ListParams { delimiter: Some("/"), max: 1000, ..Default::default() }).unwrap();
+        let l = list(
+            t.path(),
+            &ListParams {
+                delimiter: Some("/"),
+                max: 1000,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(keys(&l), ["A", "a-b", "a.b", "P:a/", "a0", "P:b/", "é"]);
-        let l = list(t.path(), &ListParams { prefix: "a/", delimiter: Some("/"), max: 1000, ..Default::default() }).unwrap();
+        let l = list(
+            t.path(),
+            &ListParams {
+                prefix: "a/",
+                delimiter: Some("/"),
+                max: 1000,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(keys(&l), ["a/b", "a/b0", "P:a/c/"]);
-        let l = list(t.path(), &ListParams { prefix: "a/b", max: 1000, ..Default::default() }).unwrap();
+        let l = list(
+            t.path(),
+            &ListParams {
+                prefix: "a/b",
+                max: 1000,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(keys(&l), ["a/b", "a/b0"]);
-        let l = list(t.path(), &ListParams { prefix: "b/x/", max: 1000, ..Default::default() }).unwrap();
+        let l = list(
+            t.path(),
+            &ListParams {
+                prefix: "b/x/",
+                max: 1000,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(keys(&l), ["b/x/y/z"]);
-        let l = list(t.path(), &ListParams { prefix: "../", max: 1000, ..Default::default() }).unwrap();
+        let l = list(
+            t.path(),
+            &ListParams {
+                prefix: "../",
+                max: 1000,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert!(l.items.is_empty());
         // Resuming after a common prefix skips everything under it.
         let l = list(
             t.path(),
-            &ListParams { delimiter: Some("/"), after: Some("a/"), max: 1000, ..Default::default() },
+            &ListParams {
+                delimiter: Some("/"),
+                after: Some("a/"),
+                max: 1000,
+                ..Default::default()
+            },
         )
         .unwrap();
         assert_eq!(keys(&l), ["a0", "P:b/", "é"]);
@@ -274,7 +353,15 @@ mod tests {
     #[test]
     fn other_delimiters_roll_up_across_levels() {
         let t = tree(&["x-1/a", "x-1/b", "x-2", "y"]);
-        let l = list(t.path(), &ListParams { delimiter: Some("-"), max: 1000, ..Default::default() }).unwrap();
+        let l = list(
+            t.path(),
+            &ListParams {
+                delimiter: Some("-"),
+                max: 1000,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(keys(&l), ["P:x-", "y"]);
     }
 }

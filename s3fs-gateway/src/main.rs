@@ -31,7 +31,8 @@ fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,s3s=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,s3s=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -42,12 +43,20 @@ fn main() -> ExitCode {
         },
         None => RawConfig::default(),
     };
-    let flags = Overrides { root: args.root, listen: args.listen, credentials: args.credentials, no_fsync: args.no_fsync };
+    let flags = Overrides {
+        root: args.root,
+        listen: args.listen,
+        credentials: args.credentials,
+        no_fsync: args.no_fsync,
+    };
     let config = match Config::build(raw, flags) {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(&e),
     };

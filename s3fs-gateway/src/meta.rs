@@ -63,7 +63,13 @@ pub struct ObjectMeta {
 
 impl ObjectMeta {
     pub fn new(etag: String, size: u64) -> Self {
-        Self { v: FORMAT_VERSION, etag, uploaded_ns: now_ns(), size, ..Self::default() }
+        Self {
+            v: FORMAT_VERSION,
+            etag,
+            uploaded_ns: now_ns(),
+            size,
+            ..Self::default()
+        }
     }
 
     /// Bytes the object serves over S3.
@@ -81,8 +87,12 @@ impl ObjectMeta {
     }
 
     pub fn decode(bytes: &[u8]) -> io::Result<Self> {
-        let meta: Self = serde_json::from_slice(bytes)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("corrupt object metadata: {e}")))?;
+        let meta: Self = serde_json::from_slice(bytes).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("corrupt object metadata: {e}"),
+            )
+        })?;
         if meta.v != FORMAT_VERSION {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -108,7 +118,16 @@ impl ObjectMeta {
     /// inode, size and mtime, so it changes whenever the file does without hashing it.
     pub fn foreign(md: &std::fs::Metadata) -> Self {
         let mut h = Md5::new();
-        h.update(format!("{}:{}:{}:{}", md.ino(), md.len(), md.mtime(), md.mtime_nsec()).as_bytes());
+        h.update(
+            format!(
+                "{}:{}:{}:{}",
+                md.ino(),
+                md.len(),
+                md.mtime(),
+                md.mtime_nsec()
+            )
+            .as_bytes(),
+        );
         let mut meta = Self::new(hex::encode(h.finalize()), md.len());
         meta.uploaded_ns = i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec());
         meta

@@ -57,7 +57,13 @@ pub fn create(store: &Store, bucket: &str, key: &str, template: ObjectMeta) -> R
     let id = uuid::Uuid::new_v4().simple().to_string();
     let dir = store.multipart_dir().join(&id);
     std::fs::create_dir(&dir)?;
-    let upload = Upload { v: 1, bucket: bucket.into(), key: key.into(), initiated_ns: now_ns(), template };
+    let upload = Upload {
+        v: 1,
+        bucket: bucket.into(),
+        key: key.into(),
+        initiated_ns: now_ns(),
+        template,
+    };
     let bytes = serde_json::to_vec(&upload).map_err(|e| Error::Io(io::Error::other(e)))?;
     std::fs::write(dir.join(RECORD), bytes)?;
     store.sync_dir(&dir)?;
@@ -81,8 +87,19 @@ fn read_record(dir: &Path) -> Option<Upload> {
 }
 
 /// Moves a finished part into the upload (replacing an earlier part with the same number).
-pub fn install_part(store: &Store, dir: &Path, number: i32, staged: &mut Staged, etag: &str) -> Result<()> {
-    let part = Part { number, etag: etag.into(), size: staged.written, modified_ns: now_ns() };
+pub fn install_part(
+    store: &Store,
+    dir: &Path,
+    number: i32,
+    staged: &mut Staged,
+    etag: &str,
+) -> Result<()> {
+    let part = Part {
+        number,
+        etag: etag.into(),
+        size: staged.written,
+        modified_ns: now_ns(),
+    };
     let bytes = serde_json::to_vec(&part).map_err(|e| Error::Io(io::Error::other(e)))?;
     xattr::set(&staged.path, PART_XATTR, &bytes)?;
     if store.fsync() {
@@ -90,7 +107,11 @@ pub fn install_part(store: &Store, dir: &Path, number: i32, staged: &mut Staged,
     }
     if !dir.join(RECORD).exists() {
         // Aborted while the part was uploading.
-        return Err(Error::NoSuchUpload(dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
+        return Err(Error::NoSuchUpload(
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ));
     }
     std::fs::rename(&staged.path, part_path(dir, number))?;
     staged.keep();
@@ -146,9 +167,10 @@ pub fn remove_stale(store: &Store, max_age: Duration) -> Result<usize> {
         let stale = match read_record(&entry.path()) {
             Some(u) => u.initiated_ns < cutoff,
             // A directory without a readable record is a create that crashed half-way.
-            None => entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| {
-                t.elapsed().unwrap_or_default() > max_age
-            }),
+            None => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default() > max_age),
         };
         if stale {
             std::fs::remove_dir_all(entry.path())?;
@@ -162,19 +184,31 @@ pub fn remove_stale(store: &Store, max_age: Duration) -> Result<usize> {
 /// does; returns the staging file and the multipart ETag (`md5-of-md5s-N`).
 pub fn assemble(store: &Store, dir: &Path, listed: &[(i32, String)]) -> Result<(Staged, String)> {
     if listed.is_empty() {
-        return Err(Error::S3(s3s::s3_error!(MalformedXML, "CompleteMultipartUpload lists no parts")));
+        return Err(Error::S3(s3s::s3_error!(
+            MalformedXML,
+            "CompleteMultipartUpload lists no parts"
+        )));
     }
     if listed.windows(2).any(|w| w[0].0 >= w[1].0) {
-        return Err(Error::S3(s3s::s3_error!(InvalidPartOrder, "parts must be listed in ascending order")));
+        return Err(Error::S3(s3s::s3_error!(
+            InvalidPartOrder,
+            "parts must be listed in ascending order"
+        )));
     }
     let have = parts(dir)?;
     let mut chosen = Vec::with_capacity(listed.len());
     for (i, (number, etag)) in listed.iter().enumerate() {
         let part = have.iter().find(|p| p.number == *number).ok_or_else(|| {
-            Error::S3(s3s::s3_error!(InvalidPart, "part {number} was not uploaded"))
+            Error::S3(s3s::s3_error!(
+                InvalidPart,
+                "part {number} was not uploaded"
+            ))
         })?;
         if part.etag != etag.trim_matches('"') {
-            return Err(Error::S3(s3s::s3_error!(InvalidPart, "part {number}: ETag {etag} does not match the uploaded part")));
+            return Err(Error::S3(s3s::s3_error!(
+                InvalidPart,
+                "part {number}: ETag {etag} does not match the uploaded part"
+            )));
         }
         if i + 1 < listed.len() && part.size < MIN_PART_SIZE {
             return Err(Error::S3(s3s::s3_error!(
@@ -188,13 +222,17 @@ pub fn assemble(store: &Store, dir: &Path, listed: &[(i32, String)]) -> Result<(
     let mut staged = Staged::create(store, Default::default())?;
     let mut md5_of_md5s = Md5::new();
     for part in &chosen {
-        let digest = hex::decode(&part.etag).map_err(|_| Error::Io(io::Error::other("corrupt part ETag")))?;
+        let digest = hex::decode(&part.etag)
+            .map_err(|_| Error::Io(io::Error::other("corrupt part ETag")))?;
         md5_of_md5s.update(&digest);
         let mut src = std::fs::File::open(part_path(dir, part.number))?;
         // std::io::copy uses copy_file_range between files: no bytes pass through us.
         let n = io::copy(&mut (&mut src).take(part.size), &mut staged.file)?;
         if n != part.size {
-            return Err(Error::Io(io::Error::other(format!("part {} is shorter than recorded", part.number))));
+            return Err(Error::Io(io::Error::other(format!(
+                "part {} is shorter than recorded",
+                part.number
+            ))));
         }
         staged.written += n;
     }

@@ -25,7 +25,10 @@ pub struct Contribution {
 }
 
 impl Contribution {
-    pub const NONE: Contribution = Contribution { bytes: 0, objects: 0 };
+    pub const NONE: Contribution = Contribution {
+        bytes: 0,
+        objects: 0,
+    };
 
     pub fn data(bytes: u64) -> Self {
         Self { bytes, objects: 1 }
@@ -88,7 +91,9 @@ impl Usage {
         let mut counters = HashMap::new();
         for entry in std::fs::read_dir(root)? {
             let entry = entry?;
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
             if !entry.file_type()?.is_dir() || !s3s::path::check_bucket_name(&name) {
                 continue;
             }
@@ -96,13 +101,18 @@ impl Usage {
             scan_dir(&entry.path(), &mut c)?;
             counters.insert(name, c);
         }
-        Ok(Self { limits, counters: Mutex::new(counters) })
+        Ok(Self {
+            limits,
+            counters: Mutex::new(counters),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Counters>> {
         // A panic while holding this lock cannot leave counters half-updated (plain integer
         // stores), so a poisoned lock is still consistent.
-        self.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn limits(&self, bucket: &str) -> Quota {
@@ -111,7 +121,11 @@ impl Usage {
 
     pub fn report(&self, bucket: &str) -> Report {
         let c = self.lock().get(bucket).copied().unwrap_or_default();
-        Report { bytes: c.bytes, objects: c.objects, limits: self.limits(bucket) }
+        Report {
+            bytes: c.bytes,
+            objects: c.objects,
+            limits: self.limits(bucket),
+        }
     }
 
     pub fn bucket_created(&self, bucket: &str) {
@@ -124,7 +138,12 @@ impl Usage {
 
     /// Holds room for an object of `bytes` about to replace `old` in `bucket`; refuses with
     /// `QuotaExceeded` when the bucket would go over a limit.
-    pub fn reserve(self: &Arc<Self>, bucket: &str, bytes: u64, old: Contribution) -> Result<Reservation> {
+    pub fn reserve(
+        self: &Arc<Self>,
+        bucket: &str,
+        bytes: u64,
+        old: Contribution,
+    ) -> Result<Reservation> {
         let limits = self.limits(bucket);
         let mut all = self.lock();
         let c = all.entry(bucket.to_owned()).or_default();
@@ -148,12 +167,21 @@ impl Usage {
         }
         c.reserved_bytes += bytes;
         c.reserved_objects += 1;
-        Ok(Reservation { usage: Arc::clone(self), bucket: bucket.to_owned(), bytes, objects: 1 })
+        Ok(Reservation {
+            usage: Arc::clone(self),
+            bucket: bucket.to_owned(),
+            bytes,
+            objects: 1,
+        })
     }
 
     /// Runs `change` (a filesystem change to `bucket`) under the usage lock; it returns what
     /// it removed and what it added, and the counters follow.
-    pub fn apply<T>(&self, bucket: &str, change: impl FnOnce() -> Result<(Contribution, Contribution, T)>) -> Result<T> {
+    pub fn apply<T>(
+        &self,
+        bucket: &str,
+        change: impl FnOnce() -> Result<(Contribution, Contribution, T)>,
+    ) -> Result<T> {
         let mut all = self.lock();
         let (removed, added, out) = change()?;
         let c = all.entry(bucket.to_owned()).or_default();
@@ -191,12 +219,19 @@ mod tests {
 
     #[test]
     fn reservations_hold_room_until_dropped() {
-        let u = usage(Quota { max_bytes: Some(100), max_objects: Some(2) });
+        let u = usage(Quota {
+            max_bytes: Some(100),
+            max_objects: Some(2),
+        });
         let r1 = u.reserve("b", 60, Contribution::NONE).unwrap();
-        assert!(u.reserve("b", 50, Contribution::NONE).is_err(), "60 reserved + 50 > 100");
+        assert!(
+            u.reserve("b", 50, Contribution::NONE).is_err(),
+            "60 reserved + 50 > 100"
+        );
         drop(r1);
         let r2 = u.reserve("b", 50, Contribution::NONE).unwrap();
-        u.apply("b", || Ok((Contribution::NONE, Contribution::data(50), ()))).unwrap();
+        u.apply("b", || Ok((Contribution::NONE, Contribution::data(50), ())))
+            .unwrap();
         drop(r2);
         assert_eq!(u.report("b").bytes, 50);
         // Overwriting the 50-byte object with 100 bytes counts only the difference.
@@ -206,8 +241,12 @@ mod tests {
 
     #[test]
     fn object_limit_counts_new_keys_only() {
-        let u = usage(Quota { max_bytes: None, max_objects: Some(1) });
-        u.apply("b", || Ok((Contribution::NONE, Contribution::data(1), ()))).unwrap();
+        let u = usage(Quota {
+            max_bytes: None,
+            max_objects: Some(1),
+        });
+        u.apply("b", || Ok((Contribution::NONE, Contribution::data(1), ())))
+            .unwrap();
         assert!(u.reserve("b", 1, Contribution::NONE).is_err());
         assert!(u.reserve("b", 1, Contribution::data(1)).is_ok());
         let err = u.reserve("b", 1, Contribution::NONE).err().unwrap();

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use md5::Digest;
 use futures::StreamExt;
+use md5::Digest;
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result, S3};
 
@@ -39,10 +39,14 @@ pub struct Gateway {
 }
 
 /// Runs blocking filesystem work off the async threads.
-pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
-        Err(e) => Err(Error::Io(std::io::Error::other(format!("blocking task failed: {e}")))),
+        Err(e) => Err(Error::Io(std::io::Error::other(format!(
+            "blocking task failed: {e}"
+        )))),
     }
 }
 
@@ -70,9 +74,11 @@ pub fn encode_header_value(v: &str) -> String {
 }
 
 pub fn decode_header_value(name: &str, v: &http::HeaderValue) -> Result<String> {
-    let raw = v
-        .to_str()
-        .map_err(|_| Error::InvalidArgument(format!("{name} must be ASCII (percent-encode other characters)")))?;
+    let raw = v.to_str().map_err(|_| {
+        Error::InvalidArgument(format!(
+            "{name} must be ASCII (percent-encode other characters)"
+        ))
+    })?;
     percent_encoding::percent_decode_str(raw)
         .decode_utf8()
         .map(|s| s.into_owned())
@@ -80,7 +86,11 @@ pub fn decode_header_value(name: &str, v: &http::HeaderValue) -> Result<String> 
 }
 
 fn user_metadata(meta: Option<Metadata>) -> Result<BTreeMap<String, String>> {
-    let user: BTreeMap<String, String> = meta.unwrap_or_default().into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+    let user: BTreeMap<String, String> = meta
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
     let size: usize = user.iter().map(|(k, v)| k.len() + v.len()).sum();
     if size > MAX_USER_METADATA {
         return Err(Error::S3(s3_error!(
@@ -131,7 +141,12 @@ fn checksum_plan(
             ChecksumAlgorithm::SHA1 => h.sha1 = Some(Default::default()),
             ChecksumAlgorithm::SHA256 => h.sha256 = Some(Default::default()),
             ChecksumAlgorithm::CRC64NVME => h.crc64nvme = Some(Default::default()),
-            other => return Err(s3_error!(InvalidArgument, "unsupported checksum algorithm {other}")),
+            other => {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "unsupported checksum algorithm {other}"
+                ))
+            }
         }
     }
     Ok(h)
@@ -149,14 +164,25 @@ impl Expected {
         let [a, b, c, d, e] = given;
         Self {
             md5,
-            sums: [("crc32", a), ("crc32c", b), ("sha1", c), ("sha256", d), ("crc64nvme", e)],
+            sums: [
+                ("crc32", a),
+                ("crc32c", b),
+                ("sha1", c),
+                ("sha256", d),
+                ("crc64nvme", e),
+            ],
         }
     }
 
     fn add_trailers(&mut self, trailers: Option<&s3s::TrailingHeaders>) {
-        let Some(map) = trailers.and_then(s3s::TrailingHeaders::take) else { return };
+        let Some(map) = trailers.and_then(s3s::TrailingHeaders::take) else {
+            return;
+        };
         for (name, slot) in self.sums.iter_mut() {
-            if let Some(v) = map.get(format!("x-amz-checksum-{name}")).and_then(|v| v.to_str().ok()) {
+            if let Some(v) = map
+                .get(format!("x-amz-checksum-{name}"))
+                .and_then(|v| v.to_str().ok())
+            {
                 *slot = Some(v.to_owned());
             }
         }
@@ -170,10 +196,16 @@ impl Expected {
                 .decode(want.trim())
                 .map_err(|_| Error::S3(s3_error!(InvalidDigest, "Content-MD5 is not base64")))?;
             if want.len() != 16 {
-                return Err(Error::S3(s3_error!(InvalidDigest, "Content-MD5 is not 16 bytes")));
+                return Err(Error::S3(s3_error!(
+                    InvalidDigest,
+                    "Content-MD5 is not 16 bytes"
+                )));
             }
             if want != md5 {
-                return Err(Error::S3(s3_error!(BadDigest, "the Content-MD5 you specified did not match what we received")));
+                return Err(Error::S3(s3_error!(
+                    BadDigest,
+                    "the Content-MD5 you specified did not match what we received"
+                )));
             }
         }
         let got = [
@@ -201,7 +233,12 @@ impl Expected {
 
 /// Streams a request body into a staging file, in chunks of [`IO_CHUNK`] on the blocking pool.
 /// Returns the staging file once exactly `len` bytes arrived.
-async fn receive(store: &Arc<Store>, body: StreamingBlob, len: u64, hasher: s3s::checksum::ChecksumHasher) -> Result<Staged> {
+async fn receive(
+    store: &Arc<Store>,
+    body: StreamingBlob,
+    len: u64,
+    hasher: s3s::checksum::ChecksumHasher,
+) -> Result<Staged> {
     let store2 = Arc::clone(store);
     let mut staged = blocking(move || Ok(Staged::create(&store2, hasher)?)).await?;
     let mut body = body;
@@ -209,10 +246,14 @@ async fn receive(store: &Arc<Store>, body: StreamingBlob, len: u64, hasher: s3s:
     let mut pending_len = 0usize;
     let mut total = 0u64;
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| Error::S3(s3_error!(IncompleteBody, "request body ended early: {e}")))?;
+        let chunk = chunk
+            .map_err(|e| Error::S3(s3_error!(IncompleteBody, "request body ended early: {e}")))?;
         total += chunk.len() as u64;
         if total > len {
-            return Err(Error::S3(s3_error!(IncompleteBody, "request body is longer than Content-Length ({len})")));
+            return Err(Error::S3(s3_error!(
+                IncompleteBody,
+                "request body is longer than Content-Length ({len})"
+            )));
         }
         pending_len += chunk.len();
         pending.push(chunk);
@@ -244,9 +285,13 @@ async fn receive(store: &Arc<Store>, body: StreamingBlob, len: u64, hasher: s3s:
 
 fn content_length(len: Option<i64>) -> Result<u64> {
     let len = len.ok_or_else(|| Error::S3(s3_error!(MissingContentLength)))?;
-    let len = u64::try_from(len).map_err(|_| Error::InvalidArgument("Content-Length is negative".into()))?;
+    let len = u64::try_from(len)
+        .map_err(|_| Error::InvalidArgument("Content-Length is negative".into()))?;
     if len > MAX_OBJECT_SIZE {
-        return Err(Error::S3(s3_error!(EntityTooLarge, "objects are limited to 5 TiB")));
+        return Err(Error::S3(s3_error!(
+            EntityTooLarge,
+            "objects are limited to 5 TiB"
+        )));
     }
     Ok(len)
 }
@@ -309,7 +354,12 @@ fn gpair_header(resp_headers: &mut http::HeaderMap, meta: &ObjectMeta) {
 }
 
 fn user_meta_out(meta: &ObjectMeta) -> Option<Metadata> {
-    meta.user.is_empty().not().then(|| meta.user.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    meta.user.is_empty().not().then(|| {
+        meta.user
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    })
 }
 
 fn checksum_out(meta: &ObjectMeta, name: &str, full: bool) -> Option<String> {
@@ -340,7 +390,9 @@ fn new_object(
         Some(v) => {
             let v = decode_header_value(GPAIR_NAME_HEADER, v)?;
             if v.is_empty() {
-                return Err(Error::InvalidArgument(format!("{GPAIR_NAME_HEADER} is empty")));
+                return Err(Error::InvalidArgument(format!(
+                    "{GPAIR_NAME_HEADER} is empty"
+                )));
             }
             Some(v)
         }
@@ -365,11 +417,11 @@ fn new_object(
 fn declared_size(meta: &ObjectMeta) -> Result<Option<u64>> {
     match meta.user.get("gpair-size") {
         None => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| Error::InvalidArgument(format!("x-amz-meta-gpair-size: {v:?} is not a size in bytes"))),
+        Some(v) => v.trim().parse().map(Some).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "x-amz-meta-gpair-size: {v:?} is not a size in bytes"
+            ))
+        }),
     }
 }
 
@@ -401,7 +453,11 @@ impl Gateway {
             staged.file.sync_all()?;
         }
         let dest = store.object_path(bucket, key);
-        let added = if meta.placeholder { Contribution::NONE } else { Contribution::data(staged.written) };
+        let added = if meta.placeholder {
+            Contribution::NONE
+        } else {
+            Contribution::data(staged.written)
+        };
         usage.apply(bucket, || {
             store.check_writable(&bucket_dir, key)?;
             let removed = Contribution::of_path(&dest);
@@ -412,9 +468,17 @@ impl Gateway {
         Ok(meta)
     }
 
-    async fn put_dir_marker(&self, bucket: String, key: ObjectKey, obj: NewObject, len: u64) -> Result<ObjectMeta> {
+    async fn put_dir_marker(
+        &self,
+        bucket: String,
+        key: ObjectKey,
+        obj: NewObject,
+        len: u64,
+    ) -> Result<ObjectMeta> {
         if len > 0 {
-            return Err(Error::InvalidArgument(format!("{key} names a directory and cannot hold data")));
+            return Err(Error::InvalidArgument(format!(
+                "{key} names a directory and cannot hold data"
+            )));
         }
         let store = Arc::clone(&self.store);
         blocking(move || {
@@ -440,7 +504,9 @@ impl Gateway {
     }
 
     async fn require(&self, bucket: &str, key: &ObjectKey) -> Result<Found> {
-        self.lookup(bucket, key).await?.ok_or_else(|| Error::NoSuchKey(key.to_string()))
+        self.lookup(bucket, key)
+            .await?
+            .ok_or_else(|| Error::NoSuchKey(key.to_string()))
     }
 
     fn object_entry(found: &Found, key: String) -> Object {
@@ -449,7 +515,9 @@ impl Gateway {
             size: Some(found.content_length() as i64),
             e_tag: Some(ETag::Strong(found.meta.etag.clone())),
             last_modified: Some(timestamp_ns(found.meta.uploaded_ns)),
-            storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+            storage_class: Some(ObjectStorageClass::from_static(
+                ObjectStorageClass::STANDARD,
+            )),
             ..Default::default()
         }
     }
@@ -467,7 +535,12 @@ impl Gateway {
         let bucket = bucket.to_owned();
         blocking(move || {
             let dir = store.require_bucket(&bucket)?;
-            let params = ListParams { prefix: &prefix, delimiter: delimiter.as_deref(), after: after.as_deref(), max };
+            let params = ListParams {
+                prefix: &prefix,
+                delimiter: delimiter.as_deref(),
+                after: after.as_deref(),
+                max,
+            };
             let listing = listing::list(&dir, &params)?;
             let last = listing.items.last().map(|i| i.key().to_owned());
             let mut objects = Vec::new();
@@ -476,7 +549,9 @@ impl Gateway {
                 match item {
                     Item::Prefix(p) => prefixes.push(CommonPrefix { prefix: Some(p) }),
                     Item::Object(k) => {
-                        let Ok(key) = ObjectKey::parse(&k) else { continue };
+                        let Ok(key) = ObjectKey::parse(&k) else {
+                            continue;
+                        };
                         // Entries can vanish between the walk and the lookup; skip them.
                         if let Some(found) = store.lookup(&bucket, &key)? {
                             objects.push(Self::object_entry(&found, k));
@@ -493,7 +568,9 @@ impl Gateway {
 fn max_keys(v: Option<i32>) -> Result<usize> {
     match v {
         None => Ok(1000),
-        Some(n) if n < 0 => Err(Error::InvalidArgument("max-keys must not be negative".into())),
+        Some(n) if n < 0 => Err(Error::InvalidArgument(
+            "max-keys must not be negative".into(),
+        )),
         Some(n) => Ok((n as usize).min(1000)),
     }
 }
@@ -509,25 +586,39 @@ fn decode_token(token: &str) -> Result<String> {
         .decode(token)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| Error::InvalidArgument("the continuation token is not one this gateway issued".into()))
+        .ok_or_else(|| {
+            Error::InvalidArgument("the continuation token is not one this gateway issued".into())
+        })
 }
 
 #[async_trait::async_trait]
 impl S3 for Gateway {
     #[tracing::instrument(skip_all)]
-    async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+    async fn list_buckets(
+        &self,
+        _req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
         let store = Arc::clone(&self.store);
         let buckets = blocking(move || {
             let mut out = Vec::new();
             for entry in std::fs::read_dir(store.root())? {
                 let entry = entry?;
-                let Ok(name) = entry.file_name().into_string() else { continue };
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
                 if !s3s::path::check_bucket_name(&name) || !entry.file_type()?.is_dir() {
                     continue;
                 }
                 let md = entry.metadata()?;
-                let created = md.created().or_else(|_| md.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
-                out.push(Bucket { name: Some(name), creation_date: Some(Timestamp::from(created)), bucket_region: None });
+                let created = md
+                    .created()
+                    .or_else(|_| md.modified())
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                out.push(Bucket {
+                    name: Some(name),
+                    creation_date: Some(Timestamp::from(created)),
+                    bucket_region: None,
+                });
             }
             out.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(out)
@@ -535,13 +626,19 @@ impl S3 for Gateway {
         .await?;
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(buckets),
-            owner: Some(Owner { display_name: Some("gpair".into()), id: Some("gpair".into()) }),
+            owner: Some(Owner {
+                display_name: Some("gpair".into()),
+                id: Some("gpair".into()),
+            }),
             ..Default::default()
         }))
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket))]
-    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
         let bucket = req.input.bucket;
         let store = Arc::clone(&self.store);
         let usage = Arc::clone(&self.usage);
@@ -550,7 +647,10 @@ impl S3 for Gateway {
             match std::fs::create_dir(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    return Err(Error::S3(s3_error!(BucketAlreadyOwnedByYou, "bucket {bucket} already exists")))
+                    return Err(Error::S3(s3_error!(
+                        BucketAlreadyOwnedByYou,
+                        "bucket {bucket} already exists"
+                    )))
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -563,9 +663,15 @@ impl S3 for Gateway {
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket))]
-    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
         self.store.require_bucket(&req.input.bucket)?;
-        Ok(S3Response::new(HeadBucketOutput { bucket_region: Some(self.region.clone()), ..Default::default() }))
+        Ok(S3Response::new(HeadBucketOutput {
+            bucket_region: Some(self.region.clone()),
+            ..Default::default()
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket))]
@@ -575,19 +681,28 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
         self.store.require_bucket(&req.input.bucket)?;
         // S3 reports us-east-1 as an empty constraint.
-        let constraint = (self.region != "us-east-1").then(|| BucketLocationConstraint::from(self.region.clone()));
-        Ok(S3Response::new(GetBucketLocationOutput { location_constraint: constraint }))
+        let constraint = (self.region != "us-east-1")
+            .then(|| BucketLocationConstraint::from(self.region.clone()));
+        Ok(S3Response::new(GetBucketLocationOutput {
+            location_constraint: constraint,
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket))]
-    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
         let bucket = req.input.bucket;
         let store = Arc::clone(&self.store);
         let usage = Arc::clone(&self.usage);
         blocking(move || {
             let dir = store.require_bucket(&bucket)?;
             if holds_objects(&dir)? {
-                return Err(Error::S3(s3_error!(BucketNotEmpty, "bucket {bucket} is not empty")));
+                return Err(Error::S3(s3_error!(
+                    BucketNotEmpty,
+                    "bucket {bucket} is not empty"
+                )));
             }
             for (id, _) in multipart::list(&store, &bucket, "")? {
                 let _ = std::fs::remove_dir_all(store.multipart_dir().join(id));
@@ -602,7 +717,10 @@ impl S3 for Gateway {
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]
-    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
         let headers = req.headers;
         let trailers = req.trailing_headers;
         let input = req.input;
@@ -630,26 +748,48 @@ impl S3 for Gateway {
                 _ => {}
             }
             match (&input.if_match, &existing) {
-                (Some(_), None) => return Err(s3_error!(NoSuchKey, "key {key} does not exist (If-Match)")),
+                (Some(_), None) => {
+                    return Err(s3_error!(NoSuchKey, "key {key} does not exist (If-Match)"))
+                }
                 (Some(c), Some(f)) if !etag_matches(c, &f.meta.etag, false) => {
-                    return Err(s3_error!(PreconditionFailed, "ETag of {key} does not match If-Match"))
+                    return Err(s3_error!(
+                        PreconditionFailed,
+                        "ETag of {key} does not match If-Match"
+                    ))
                 }
                 _ => {}
             }
         }
         if key.is_dir() {
             let meta = self.put_dir_marker(bucket, key, obj, len).await?;
-            return Ok(S3Response::new(PutObjectOutput { e_tag: Some(ETag::Strong(meta.etag)), ..Default::default() }));
+            return Ok(S3Response::new(PutObjectOutput {
+                e_tag: Some(ETag::Strong(meta.etag)),
+                ..Default::default()
+            }));
         }
         let hasher = checksum_plan(
             input.checksum_algorithm.as_ref(),
-            [&input.checksum_crc32, &input.checksum_crc32c, &input.checksum_sha1, &input.checksum_sha256, &input.checksum_crc64nvme],
+            [
+                &input.checksum_crc32,
+                &input.checksum_crc32c,
+                &input.checksum_sha1,
+                &input.checksum_sha256,
+                &input.checksum_crc64nvme,
+            ],
         )?;
         let mut expected = Expected::new(
             input.content_md5,
-            [input.checksum_crc32, input.checksum_crc32c, input.checksum_sha1, input.checksum_sha256, input.checksum_crc64nvme],
+            [
+                input.checksum_crc32,
+                input.checksum_crc32c,
+                input.checksum_sha1,
+                input.checksum_sha256,
+                input.checksum_crc64nvme,
+            ],
         );
-        let body = input.body.ok_or_else(|| s3_error!(IncompleteBody, "PUT without a body"))?;
+        let body = input
+            .body
+            .ok_or_else(|| s3_error!(IncompleteBody, "PUT without a body"))?;
 
         let old = Contribution::of_path(&self.store.object_path(&bucket, &key));
         let reservation = self.usage.reserve(&bucket, len, old)?;
@@ -682,7 +822,10 @@ impl S3 for Gateway {
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]
-    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
         let key = parse_key(&input.key)?;
         let store = Arc::clone(&self.store);
@@ -690,7 +833,9 @@ impl S3 for Gateway {
         let key2 = key.clone();
         let range = input.range;
         let (found, first, file, served) = blocking(move || {
-            let found = store.lookup(&bucket, &key2)?.ok_or_else(|| Error::NoSuchKey(key2.to_string()))?;
+            let found = store
+                .lookup(&bucket, &key2)?
+                .ok_or_else(|| Error::NoSuchKey(key2.to_string()))?;
             let total = found.content_length();
             let served = match &range {
                 None => 0..total,
@@ -720,7 +865,14 @@ impl S3 for Gateway {
         let output = GetObjectOutput {
             body: Some(StreamingBlob::new(body)),
             content_length: Some(len as i64),
-            content_range: range.map(|_| format!("bytes {}-{}/{}", served.start, served.end.saturating_sub(1), total)),
+            content_range: range.map(|_| {
+                format!(
+                    "bytes {}-{}/{}",
+                    served.start,
+                    served.end.saturating_sub(1),
+                    total
+                )
+            }),
             accept_ranges: Some("bytes".into()),
             last_modified: Some(timestamp_ns(meta.uploaded_ns)),
             e_tag: Some(ETag::Strong(meta.etag.clone())),
@@ -745,7 +897,10 @@ impl S3 for Gateway {
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]
-    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
         let key = parse_key(&input.key)?;
         let found = self.require(&input.bucket, &key).await?;
@@ -761,7 +916,15 @@ impl S3 for Gateway {
             None => (total, None),
             Some(r) => {
                 let served = r.check(total)?;
-                (served.end - served.start, Some(format!("bytes {}-{}/{}", served.start, served.end.saturating_sub(1), total)))
+                (
+                    served.end - served.start,
+                    Some(format!(
+                        "bytes {}-{}/{}",
+                        served.start,
+                        served.end.saturating_sub(1),
+                        total
+                    )),
+                )
             }
         };
         let meta = &found.meta;
@@ -792,7 +955,10 @@ impl S3 for Gateway {
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]
-    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let key = parse_key(&req.input.key)?;
         let bucket = req.input.bucket;
         let (store, usage) = (Arc::clone(&self.store), Arc::clone(&self.usage));
@@ -801,12 +967,18 @@ impl S3 for Gateway {
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket))]
-    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let bucket = req.input.bucket;
         let quiet = req.input.delete.quiet.unwrap_or(false);
         let ids = req.input.delete.objects;
         if ids.len() > 1000 {
-            return Err(s3_error!(MalformedXML, "DeleteObjects takes at most 1000 keys"));
+            return Err(s3_error!(
+                MalformedXML,
+                "DeleteObjects takes at most 1000 keys"
+            ));
         }
         self.store.require_bucket(&bucket)?;
         let (store, usage) = (Arc::clone(&self.store), Arc::clone(&self.usage));
@@ -814,11 +986,15 @@ impl S3 for Gateway {
             let mut deleted = Vec::new();
             let mut errors = Vec::new();
             for id in ids {
-                let result = parse_key(&id.key).and_then(|k| delete_one(&store, &usage, &bucket, &k));
+                let result =
+                    parse_key(&id.key).and_then(|k| delete_one(&store, &usage, &bucket, &k));
                 match result {
                     Ok(()) => {
                         if !quiet {
-                            deleted.push(DeletedObject { key: Some(id.key), ..Default::default() });
+                            deleted.push(DeletedObject {
+                                key: Some(id.key),
+                                ..Default::default()
+                            });
                         }
                     }
                     Err(e) => {
@@ -843,12 +1019,20 @@ impl S3 for Gateway {
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]
-    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
         let headers = req.headers;
         let input = req.input;
         let (src_bucket, src_key) = match &input.copy_source {
             CopySource::Bucket { bucket, key, .. } => (bucket.to_string(), parse_key(key)?),
-            _ => return Err(s3_error!(NotImplemented, "only bucket copy sources are supported")),
+            _ => {
+                return Err(s3_error!(
+                    NotImplemented,
+                    "only bucket copy sources are supported"
+                ))
+            }
         };
         let dst_key = parse_key(&input.key)?;
         self.store.require_bucket(&input.bucket)?;
@@ -862,9 +1046,15 @@ impl S3 for Gateway {
             .into());
         }
         if src.meta.dir_marker || dst_key.is_dir() {
-            return Err(s3_error!(InvalidRequest, "directory markers cannot be copied"));
+            return Err(s3_error!(
+                InvalidRequest,
+                "directory markers cannot be copied"
+            ));
         }
-        let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
         let same = src_bucket == dst_bucket && src_key == dst_key;
         if same && !replace {
             return Err(s3_error!(
@@ -926,7 +1116,10 @@ impl S3 for Gateway {
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket))]
-    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
         let input = req.input;
         let max = max_keys(input.max_keys)?;
         let after = match &input.continuation_token {
@@ -934,8 +1127,9 @@ impl S3 for Gateway {
             None => input.start_after.clone(),
         };
         let prefix = input.prefix.clone().unwrap_or_default();
-        let (objects, prefixes, truncated, last) =
-            self.list(&input.bucket, prefix, input.delimiter.clone(), after, max).await?;
+        let (objects, prefixes, truncated, last) = self
+            .list(&input.bucket, prefix, input.delimiter.clone(), after, max)
+            .await?;
         let key_count = (objects.len() + prefixes.len()) as i32;
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket),
@@ -946,7 +1140,11 @@ impl S3 for Gateway {
             continuation_token: input.continuation_token,
             start_after: input.start_after,
             is_truncated: Some(truncated),
-            next_continuation_token: if truncated { last.map(|k| encode_token(&k)) } else { None },
+            next_continuation_token: if truncated {
+                last.map(|k| encode_token(&k))
+            } else {
+                None
+            },
             contents: Some(objects),
             common_prefixes: Some(prefixes),
             encoding_type: input.encoding_type,
@@ -955,12 +1153,21 @@ impl S3 for Gateway {
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket))]
-    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
         let input = req.input;
         let max = max_keys(input.max_keys)?;
         let prefix = input.prefix.clone().unwrap_or_default();
         let (objects, prefixes, truncated, last) = self
-            .list(&input.bucket, prefix, input.delimiter.clone(), input.marker.clone().filter(|m| !m.is_empty()), max)
+            .list(
+                &input.bucket,
+                prefix,
+                input.delimiter.clone(),
+                input.marker.clone().filter(|m| !m.is_empty()),
+                max,
+            )
             .await?;
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
@@ -986,7 +1193,13 @@ impl S3 for Gateway {
         let max = max_keys(input.max_keys)?;
         let prefix = input.prefix.clone().unwrap_or_default();
         let (objects, prefixes, truncated, last) = self
-            .list(&input.bucket, prefix, input.delimiter.clone(), input.key_marker.clone().filter(|m| !m.is_empty()), max)
+            .list(
+                &input.bucket,
+                prefix,
+                input.delimiter.clone(),
+                input.key_marker.clone().filter(|m| !m.is_empty()),
+                max,
+            )
             .await?;
         let versions = objects
             .into_iter()
@@ -997,7 +1210,9 @@ impl S3 for Gateway {
                 last_modified: o.last_modified,
                 is_latest: Some(true),
                 version_id: Some("null".into()),
-                storage_class: Some(ObjectVersionStorageClass::from_static(ObjectVersionStorageClass::STANDARD)),
+                storage_class: Some(ObjectVersionStorageClass::from_static(
+                    ObjectVersionStorageClass::STANDARD,
+                )),
                 ..Default::default()
             })
             .collect();
@@ -1025,7 +1240,10 @@ impl S3 for Gateway {
         let input = req.input;
         let key = parse_key(&input.key)?;
         if key.is_dir() {
-            return Err(Error::InvalidArgument(format!("{key} names a directory and cannot hold data")).into());
+            return Err(Error::InvalidArgument(format!(
+                "{key} names a directory and cannot hold data"
+            ))
+            .into());
         }
         self.store.require_bucket(&input.bucket)?;
         let obj = new_object(
@@ -1051,29 +1269,53 @@ impl S3 for Gateway {
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket, key = %req.input.key, part = req.input.part_number))]
-    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
         let trailers = req.trailing_headers;
         let input = req.input;
         let number = input.part_number;
         if !(1..=multipart::MAX_PART_NUMBER).contains(&number) {
-            return Err(s3_error!(InvalidArgument, "part number must be between 1 and 10000"));
+            return Err(s3_error!(
+                InvalidArgument,
+                "part number must be between 1 and 10000"
+            ));
         }
         let len = content_length(input.content_length)?;
         if len > 5 << 30 {
             return Err(s3_error!(EntityTooLarge, "parts are limited to 5 GiB"));
         }
         let store = Arc::clone(&self.store);
-        let (id, bucket, key) = (input.upload_id.clone(), input.bucket.clone(), input.key.clone());
+        let (id, bucket, key) = (
+            input.upload_id.clone(),
+            input.bucket.clone(),
+            input.key.clone(),
+        );
         let (dir, _) = blocking(move || multipart::load(&store, &id, &bucket, &key)).await?;
         let hasher = checksum_plan(
             input.checksum_algorithm.as_ref(),
-            [&input.checksum_crc32, &input.checksum_crc32c, &input.checksum_sha1, &input.checksum_sha256, &input.checksum_crc64nvme],
+            [
+                &input.checksum_crc32,
+                &input.checksum_crc32c,
+                &input.checksum_sha1,
+                &input.checksum_sha256,
+                &input.checksum_crc64nvme,
+            ],
         )?;
         let mut expected = Expected::new(
             input.content_md5,
-            [input.checksum_crc32, input.checksum_crc32c, input.checksum_sha1, input.checksum_sha256, input.checksum_crc64nvme],
+            [
+                input.checksum_crc32,
+                input.checksum_crc32c,
+                input.checksum_sha1,
+                input.checksum_sha256,
+                input.checksum_crc64nvme,
+            ],
         );
-        let body = input.body.ok_or_else(|| s3_error!(IncompleteBody, "UploadPart without a body"))?;
+        let body = input
+            .body
+            .ok_or_else(|| s3_error!(IncompleteBody, "UploadPart without a body"))?;
         let staged = receive(&self.store, body, len, hasher).await?;
         expected.add_trailers(trailers.as_ref());
         let store = Arc::clone(&self.store);
@@ -1099,10 +1341,17 @@ impl S3 for Gateway {
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]
-    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
         let input = req.input;
         let store = Arc::clone(&self.store);
-        let (id, bucket, key) = (input.upload_id.clone(), input.bucket.clone(), input.key.clone());
+        let (id, bucket, key) = (
+            input.upload_id.clone(),
+            input.bucket.clone(),
+            input.key.clone(),
+        );
         let marker = input.part_number_marker.unwrap_or(0);
         let max = input.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
         let parts = blocking(move || {
@@ -1149,7 +1398,12 @@ impl S3 for Gateway {
             .and_then(|m| m.parts)
             .unwrap_or_default()
             .into_iter()
-            .map(|p| (p.part_number.unwrap_or(0), p.e_tag.map(ETag::into_value).unwrap_or_default()))
+            .map(|p| {
+                (
+                    p.part_number.unwrap_or(0),
+                    p.e_tag.map(ETag::into_value).unwrap_or_default(),
+                )
+            })
             .collect();
         let (store, usage) = (Arc::clone(&self.store), Arc::clone(&self.usage));
         let (id, bucket) = (input.upload_id.clone(), input.bucket.clone());
@@ -1183,7 +1437,8 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
         let input = req.input;
         let store = Arc::clone(&self.store);
-        blocking(move || multipart::abort(&store, &input.upload_id, &input.bucket, &input.key)).await?;
+        blocking(move || multipart::abort(&store, &input.upload_id, &input.bucket, &input.key))
+            .await?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 
@@ -1195,11 +1450,17 @@ impl S3 for Gateway {
         let input = req.input;
         self.store.require_bucket(&input.bucket)?;
         let store = Arc::clone(&self.store);
-        let (bucket, prefix) = (input.bucket.clone(), input.prefix.clone().unwrap_or_default());
+        let (bucket, prefix) = (
+            input.bucket.clone(),
+            input.prefix.clone().unwrap_or_default(),
+        );
         let all = blocking(move || multipart::list(&store, &bucket, &prefix)).await?;
         let max = input.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
         let key_marker = input.key_marker.clone().unwrap_or_default();
-        let rest: Vec<_> = all.into_iter().filter(|(_, u)| key_marker.is_empty() || u.key > key_marker).collect();
+        let rest: Vec<_> = all
+            .into_iter()
+            .filter(|(_, u)| key_marker.is_empty() || u.key > key_marker)
+            .collect();
         let truncated = rest.len() > max;
         let uploads: Vec<MultipartUpload> = rest
             .into_iter()
@@ -1258,7 +1519,9 @@ fn check_copy_conditions(src: &Found, input: &CopyObjectInput) -> S3Result<()> {
 /// Deletes one key; a missing key is not an error (S3 semantics).
 pub fn delete_one(store: &Store, usage: &Usage, bucket: &str, key: &ObjectKey) -> Result<()> {
     let bucket_dir = store.require_bucket(bucket)?;
-    let Some(found) = store.lookup(bucket, key)? else { return Ok(()) };
+    let Some(found) = store.lookup(bucket, key)? else {
+        return Ok(());
+    };
     if key.is_dir() {
         crate::xattr::remove(&found.path, crate::meta::XATTR_NAME)?;
         store.prune_empty_dirs(&bucket_dir, &found.path);
@@ -1267,7 +1530,9 @@ pub fn delete_one(store: &Store, usage: &Usage, bucket: &str, key: &ObjectKey) -
             let removed = Contribution::of_path(&found.path);
             match std::fs::remove_file(&found.path) {
                 Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Contribution::NONE, Contribution::NONE, ())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok((Contribution::NONE, Contribution::NONE, ()))
+                }
                 Err(e) => return Err(e.into()),
             }
             Ok((removed, Contribution::NONE, ()))
@@ -1286,7 +1551,9 @@ fn holds_objects(dir: &std::path::Path) -> Result<bool> {
         let entry = entry?;
         let ft = entry.file_type()?;
         if ft.is_dir() {
-            if matches!(ObjectMeta::load(&entry.path()), Ok(Some(m)) if m.dir_marker) || holds_objects(&entry.path())? {
+            if matches!(ObjectMeta::load(&entry.path()), Ok(Some(m)) if m.dir_marker)
+                || holds_objects(&entry.path())?
+            {
                 return Ok(true);
             }
         } else {

@@ -21,14 +21,23 @@ pub enum RunError {
     #[error(transparent)]
     Credentials(#[from] crate::credentials::CredentialsError),
     #[error("cannot prepare root {root}: {source}")]
-    Root { root: String, source: std::io::Error },
+    Root {
+        root: String,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Runs the gateway until `shutdown` resolves, then drains in-flight requests.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    let root_err = |source| RunError::Root { root: config.root.display().to_string(), source };
+    let root_err = |source| RunError::Root {
+        root: config.root.display().to_string(),
+        source,
+    };
 
     let credentials = match Credentials::load_or_generate(&config.credentials)? {
         Loaded::Existing(c) => c,
@@ -51,7 +60,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             .map_err(|e| root_err(std::io::Error::other(e)))?;
         Arc::new(scanned.map_err(root_err)?)
     };
-    let access = Arc::new(RoleAccess { credentials: credentials.clone() });
+    let access = Arc::new(RoleAccess {
+        credentials: credentials.clone(),
+    });
 
     let service = {
         let mut b = S3ServiceBuilder::new(Gateway {
@@ -61,17 +72,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         });
         b.set_auth(credentials.clone());
         b.set_access(RoleAccess { credentials });
-        b.set_route(GpairRoutes { store: Arc::clone(&store), usage: Arc::clone(&usage), access });
+        b.set_route(GpairRoutes {
+            store: Arc::clone(&store),
+            usage: Arc::clone(&usage),
+            access,
+        });
         let mut s3_config = s3s::config::S3Config::default();
         s3_config.xml_max_body_size = config.max_xml_body_bytes;
-        b.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(s3_config))));
+        b.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+            s3_config,
+        ))));
         b.build()
     };
 
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|source| RunError::Listen { addr: config.listen, source })?;
-    let local = listener.local_addr().map_err(|source| RunError::Listen { addr: config.listen, source })?;
+        .map_err(|source| RunError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| RunError::Listen {
+        addr: config.listen,
+        source,
+    })?;
     println!("s3fs-gateway listening on http://{local}");
     let _ = std::io::stdout().flush();
     tracing::info!(%local, root = %config.root.display(), fsync = config.fsync, "serving");
@@ -120,12 +143,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-async fn clean_stale_uploads(store: Arc<Store>, max_age: std::time::Duration, every: std::time::Duration) {
+async fn clean_stale_uploads(
+    store: Arc<Store>,
+    max_age: std::time::Duration,
+    every: std::time::Duration,
+) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         let s = Arc::clone(&store);
-        match tokio::task::spawn_blocking(move || crate::multipart::remove_stale(&s, max_age)).await {
+        match tokio::task::spawn_blocking(move || crate::multipart::remove_stale(&s, max_age)).await
+        {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => tracing::info!(removed = n, "removed stale multipart uploads"),
             Ok(Err(e)) => tracing::warn!(error = %e, "stale multipart cleanup failed"),

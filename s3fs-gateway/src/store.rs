@@ -60,7 +60,12 @@ impl Store {
                 std::fs::remove_file(entry.path())?;
             }
         }
-        Ok(Self { root: root.to_owned(), tmp, multipart, fsync })
+        Ok(Self {
+            root: root.to_owned(),
+            tmp,
+            multipart,
+            fsync,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -116,7 +121,10 @@ impl Store {
         let path = bucket_dir.join(key.rel_path());
         let md = match std::fs::symlink_metadata(&path) {
             Ok(md) => md,
-            Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
                 return Ok(None)
             }
             Err(e) => return Err(e.into()),
@@ -178,7 +186,12 @@ impl Store {
     /// A new empty file in the staging directory.
     pub fn staging_file(&self) -> io::Result<(PathBuf, File)> {
         let path = self.tmp.join(uuid::Uuid::new_v4().simple().to_string());
-        let file = OpenOptions::new().write(true).read(true).create_new(true).mode(0o644).open(&path)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)?;
         Ok((path, file))
     }
 
@@ -210,7 +223,9 @@ impl Store {
 
     /// Moves a finished staging file over `dest` (creating parents) and makes it durable.
     pub fn install(&self, staged: &Path, dest: &Path) -> io::Result<()> {
-        let parent = dest.parent().ok_or_else(|| io::Error::other("object path has no parent"))?;
+        let parent = dest
+            .parent()
+            .ok_or_else(|| io::Error::other("object path has no parent"))?;
         self.create_dirs(parent)?;
         std::fs::rename(staged, dest)?;
         self.sync_dir(parent)
@@ -247,7 +262,14 @@ pub struct Staged {
 impl Staged {
     pub fn create(store: &Store, checksums: s3s::checksum::ChecksumHasher) -> io::Result<Self> {
         let (path, file) = store.staging_file()?;
-        Ok(Self { path, file, md5: Md5::new(), checksums, written: 0, keep: false })
+        Ok(Self {
+            path,
+            file,
+            md5: Md5::new(),
+            checksums,
+            written: 0,
+            keep: false,
+        })
     }
 
     pub fn write(&mut self, chunks: &[Bytes]) -> io::Result<()> {
@@ -290,20 +312,27 @@ impl PosixAttrs {
         let int = |name: &str| -> Result<Option<u32>> {
             match user.get(name) {
                 None => Ok(None),
-                Some(v) => v
-                    .trim()
-                    .parse::<u32>()
-                    .map(Some)
-                    .map_err(|_| Error::InvalidArgument(format!("x-amz-meta-{name}: {v:?} is not a non-negative integer"))),
+                Some(v) => v.trim().parse::<u32>().map(Some).map_err(|_| {
+                    Error::InvalidArgument(format!(
+                        "x-amz-meta-{name}: {v:?} is not a non-negative integer"
+                    ))
+                }),
             }
         };
         let mtime = match user.get("mtime") {
             None => None,
             Some(v) => Some(parse_mtime(v).ok_or_else(|| {
-                Error::InvalidArgument(format!("x-amz-meta-mtime: {v:?} is not seconds since the epoch"))
+                Error::InvalidArgument(format!(
+                    "x-amz-meta-mtime: {v:?} is not seconds since the epoch"
+                ))
             })?),
         };
-        Ok(Self { mode: int("mode")?, uid: int("uid")?, gid: int("gid")?, mtime })
+        Ok(Self {
+            mode: int("mode")?,
+            uid: int("uid")?,
+            gid: int("gid")?,
+            mtime,
+        })
     }
 
     /// Applies them to an open file. Ownership needs privileges; without them it is skipped.
@@ -321,14 +350,30 @@ impl PosixAttrs {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))?;
         }
         if let Some((secs, nanos)) = self.mtime {
-            let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+            let c =
+                std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+                    .map_err(|_| {
+                        io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL")
+                    })?;
             let times = [
-                libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
-                libc::timespec { tv_sec: secs, tv_nsec: i64::from(nanos) },
+                libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: libc::UTIME_OMIT,
+                },
+                libc::timespec {
+                    tv_sec: secs,
+                    tv_nsec: i64::from(nanos),
+                },
             ];
             // SAFETY: c is a valid C string and times points at two timespecs.
-            let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+            let r = unsafe {
+                libc::utimensat(
+                    libc::AT_FDCWD,
+                    c.as_ptr(),
+                    times.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            };
             if r != 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -364,8 +409,14 @@ mod tests {
     #[test]
     fn mtime_formats() {
         assert_eq!(parse_mtime("1600000000"), Some((1_600_000_000, 0)));
-        assert_eq!(parse_mtime("1600000000.5"), Some((1_600_000_000, 500_000_000)));
-        assert_eq!(parse_mtime("1600000000.123456789123"), Some((1_600_000_000, 123_456_789)));
+        assert_eq!(
+            parse_mtime("1600000000.5"),
+            Some((1_600_000_000, 500_000_000))
+        );
+        assert_eq!(
+            parse_mtime("1600000000.123456789123"),
+            Some((1_600_000_000, 123_456_789))
+        );
         assert_eq!(parse_mtime("-5"), None);
         assert_eq!(parse_mtime("soon"), None);
     }
@@ -377,13 +428,23 @@ mod tests {
         let bucket = dir.path().join("bkt");
         std::fs::create_dir_all(bucket.join("a")).unwrap();
         std::fs::write(bucket.join("f"), b"x").unwrap();
-        let err = store.check_writable(&bucket, &ObjectKey::parse("a").unwrap()).unwrap_err();
+        let err = store
+            .check_writable(&bucket, &ObjectKey::parse("a").unwrap())
+            .unwrap_err();
         assert!(err.to_string().contains("prefix a/"), "{err}");
-        let err = store.check_writable(&bucket, &ObjectKey::parse("f/x").unwrap()).unwrap_err();
+        let err = store
+            .check_writable(&bucket, &ObjectKey::parse("f/x").unwrap())
+            .unwrap_err();
         assert!(err.to_string().contains("object f"), "{err}");
-        assert!(store.check_writable(&bucket, &ObjectKey::parse("a/x").unwrap()).is_ok());
-        assert!(store.check_writable(&bucket, &ObjectKey::parse("f").unwrap()).is_ok());
-        assert!(store.check_writable(&bucket, &ObjectKey::parse("a/").unwrap()).is_ok());
+        assert!(store
+            .check_writable(&bucket, &ObjectKey::parse("a/x").unwrap())
+            .is_ok());
+        assert!(store
+            .check_writable(&bucket, &ObjectKey::parse("f").unwrap())
+            .is_ok());
+        assert!(store
+            .check_writable(&bucket, &ObjectKey::parse("a/").unwrap())
+            .is_ok());
     }
 
     #[test]
