@@ -565,6 +565,44 @@ impl Gateway {
     }
 }
 
+/// `encoding-type=url` on a listing: keys, prefixes and markers in the answer are
+/// percent-encoded (clients decode them), so keys with `+`, `%` or control-like characters
+/// survive clients that always ask for it (the AWS CLI does).
+struct KeyEncoding(bool);
+
+impl KeyEncoding {
+    fn of(e: &Option<EncodingType>) -> Self {
+        Self(e.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL))
+    }
+
+    fn one(&self, s: String) -> String {
+        const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'_')
+            .remove(b'.')
+            .remove(b'~')
+            .remove(b'/');
+        if self.0 {
+            percent_encoding::utf8_percent_encode(&s, SET).to_string()
+        } else {
+            s
+        }
+    }
+
+    fn opt(&self, s: Option<String>) -> Option<String> {
+        s.map(|s| self.one(s))
+    }
+
+    fn listing(&self, objects: &mut [Object], prefixes: &mut [CommonPrefix]) {
+        for o in objects {
+            o.key = self.opt(o.key.take());
+        }
+        for p in prefixes {
+            p.prefix = self.opt(p.prefix.take());
+        }
+    }
+}
+
 fn max_keys(v: Option<i32>) -> Result<usize> {
     match v {
         None => Ok(1000),
@@ -1127,18 +1165,20 @@ impl S3 for Gateway {
             None => input.start_after.clone(),
         };
         let prefix = input.prefix.clone().unwrap_or_default();
-        let (objects, prefixes, truncated, last) = self
+        let (mut objects, mut prefixes, truncated, last) = self
             .list(&input.bucket, prefix, input.delimiter.clone(), after, max)
             .await?;
         let key_count = (objects.len() + prefixes.len()) as i32;
+        let enc = KeyEncoding::of(&input.encoding_type);
+        enc.listing(&mut objects, &mut prefixes);
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket),
-            prefix: input.prefix,
-            delimiter: input.delimiter,
+            prefix: enc.opt(input.prefix),
+            delimiter: enc.opt(input.delimiter),
             max_keys: Some(max as i32),
             key_count: Some(key_count),
             continuation_token: input.continuation_token,
-            start_after: input.start_after,
+            start_after: enc.opt(input.start_after),
             is_truncated: Some(truncated),
             next_continuation_token: if truncated {
                 last.map(|k| encode_token(&k))
@@ -1160,7 +1200,7 @@ impl S3 for Gateway {
         let input = req.input;
         let max = max_keys(input.max_keys)?;
         let prefix = input.prefix.clone().unwrap_or_default();
-        let (objects, prefixes, truncated, last) = self
+        let (mut objects, mut prefixes, truncated, last) = self
             .list(
                 &input.bucket,
                 prefix,
@@ -1169,14 +1209,16 @@ impl S3 for Gateway {
                 max,
             )
             .await?;
+        let enc = KeyEncoding::of(&input.encoding_type);
+        enc.listing(&mut objects, &mut prefixes);
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
-            prefix: input.prefix,
-            delimiter: input.delimiter,
-            marker: input.marker,
+            prefix: enc.opt(input.prefix),
+            delimiter: enc.opt(input.delimiter),
+            marker: enc.opt(input.marker),
             max_keys: Some(max as i32),
             is_truncated: Some(truncated),
-            next_marker: if truncated { last } else { None },
+            next_marker: if truncated { enc.opt(last) } else { None },
             contents: Some(objects),
             common_prefixes: Some(prefixes),
             encoding_type: input.encoding_type,
@@ -1192,7 +1234,7 @@ impl S3 for Gateway {
         let input = req.input;
         let max = max_keys(input.max_keys)?;
         let prefix = input.prefix.clone().unwrap_or_default();
-        let (objects, prefixes, truncated, last) = self
+        let (mut objects, mut prefixes, truncated, last) = self
             .list(
                 &input.bucket,
                 prefix,
@@ -1201,6 +1243,8 @@ impl S3 for Gateway {
                 max,
             )
             .await?;
+        let enc = KeyEncoding::of(&input.encoding_type);
+        enc.listing(&mut objects, &mut prefixes);
         let versions = objects
             .into_iter()
             .map(|o| ObjectVersion {
@@ -1218,12 +1262,13 @@ impl S3 for Gateway {
             .collect();
         Ok(S3Response::new(ListObjectVersionsOutput {
             name: Some(input.bucket),
-            prefix: input.prefix,
-            delimiter: input.delimiter,
-            key_marker: input.key_marker,
+            prefix: enc.opt(input.prefix),
+            delimiter: enc.opt(input.delimiter),
+            key_marker: enc.opt(input.key_marker),
             max_keys: Some(max as i32),
             is_truncated: Some(truncated),
-            next_key_marker: if truncated { last } else { None },
+            next_key_marker: if truncated { enc.opt(last) } else { None },
+            encoding_type: input.encoding_type,
             next_version_id_marker: if truncated { Some("null".into()) } else { None },
             versions: Some(versions),
             common_prefixes: Some(prefixes),
