@@ -99,8 +99,12 @@ if pid=$(running_pid); then
     say "s3fs-gateway already running (pid $pid), reusing it"
 else
     say "starting s3fs-gateway --root ./$WEST_ROOT --listen $LISTEN"
-    : >"$LOG"
-    nohup "$BIN" --root "./$WEST_ROOT" --listen "$LISTEN" >>"$LOG" 2>&1 </dev/null &
+    # The gateway prints generated credentials once on stdout, which goes to this log: keep it
+    # as private as the credentials file.
+    (umask 077 && : >"$LOG")
+    chmod 600 "$LOG"
+    # setsid: a Ctrl-C in this terminal later must not reach the gateway.
+    NO_COLOR=1 setsid nohup "$BIN" --root "./$WEST_ROOT" --listen "$LISTEN" >>"$LOG" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$PID_FILE"
     for _ in $(seq 1 300); do
@@ -129,7 +133,7 @@ if [[ -n $line ]]; then
     echo "using the credentials the gateway just generated in $CREDENTIALS"
 else
     [[ -f $CREDENTIALS ]] || die "no credentials: $CREDENTIALS does not exist"
-    read -r ACCESS_KEY SECRET_KEY < <(python3 - "$CREDENTIALS" <<'EOF'
+    read -r ACCESS_KEY SECRET_KEY < <(python3 - "$CREDENTIALS" <<'PY'
 import sys, tomllib
 with open(sys.argv[1], "rb") as f:
     keys = tomllib.load(f).get("keys", [])
@@ -137,7 +141,7 @@ key = next((k for k in keys if k.get("role") == "backend"), None)
 if key is None:
     sys.exit("no key with role = \"backend\" in " + sys.argv[1])
 print(key["access_key"], key["secret_key"])
-EOF
+PY
     )
     echo "using the backend key from $CREDENTIALS"
 fi

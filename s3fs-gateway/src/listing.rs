@@ -205,6 +205,12 @@ pub fn list(bucket_dir: &Path, p: &ListParams<'_>) -> io::Result<Listing> {
     if after_is_prefix {
         w.last_prefix = p.after.map(str::to_owned);
     }
+    if !dir_key.is_empty() && name_filter.is_empty() && w.is_past(dir_key) {
+        // The prefix names a directory: its own `dir/` marker is the first key under it.
+        if matches!(ObjectMeta::load(&dir), Ok(Some(m)) if m.dir_marker) {
+            w.push(Item::Object(dir_key.to_owned()));
+        }
+    }
     w.walk(&dir, dir_key, name_filter)?;
     Ok(w.out)
 }
@@ -348,6 +354,48 @@ mod tests {
         )
         .unwrap();
         assert_eq!(keys(&l), ["a0", "P:b/", "é"]);
+    }
+
+    #[test]
+    fn a_prefix_lists_its_own_marker_first() {
+        let t = tree(&["d/a"]);
+        let meta = ObjectMeta {
+            dir_marker: true,
+            ..ObjectMeta::new("e".into(), 0)
+        };
+        meta.store(&t.path().join("d")).unwrap();
+        let l = list(
+            t.path(),
+            &ListParams {
+                prefix: "d/",
+                max: 10,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(keys(&l), ["d/", "d/a"]);
+        let l = list(
+            t.path(),
+            &ListParams {
+                prefix: "d/",
+                delimiter: Some("/"),
+                max: 10,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(keys(&l), ["d/", "d/a"]);
+        let l = list(
+            t.path(),
+            &ListParams {
+                prefix: "d/",
+                after: Some("d/"),
+                max: 10,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(keys(&l), ["d/a"]);
     }
 
     #[test]

@@ -35,6 +35,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,s3s=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let raw = match &args.config {
         Some(path) => match RawConfig::from_file(path) {

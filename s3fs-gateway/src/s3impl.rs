@@ -331,13 +331,32 @@ fn check_read_conditions(
             }
         }
     }
+    let not_modified = || {
+        // A 304 carries the validators of the current object, as S3 sends them.
+        let mut e = s3_error!(NotModified);
+        let mut h = http::HeaderMap::new();
+        if let Ok(v) = http::HeaderValue::from_str(&format!("\"{etag}\"")) {
+            h.insert(http::header::ETAG, v);
+        }
+        let mut date = Vec::new();
+        if timestamp_ns(found.meta.uploaded_ns)
+            .format(TimestampFormat::HttpDate, &mut date)
+            .is_ok()
+        {
+            if let Ok(v) = http::HeaderValue::from_bytes(&date) {
+                h.insert(http::header::LAST_MODIFIED, v);
+            }
+        }
+        e.set_headers(h);
+        e
+    };
     match if_none_match {
-        Some(c) if etag_matches(c, etag, true) => return Err(s3_error!(NotModified)),
+        Some(c) if etag_matches(c, etag, true) => return Err(not_modified()),
         Some(_) => {}
         None => {
             if let Some(t) = if_modified_since {
                 if modified_secs <= to_offset(t).unix_timestamp() {
-                    return Err(s3_error!(NotModified));
+                    return Err(not_modified());
                 }
             }
         }

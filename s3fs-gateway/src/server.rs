@@ -82,7 +82,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         b.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
             s3_config,
         ))));
-        b.build()
+        XmlBodyLimit {
+            inner: b.build(),
+            max: config.max_xml_body_bytes as u64,
+        }
     };
 
     let listener = TcpListener::bind(config.listen)
@@ -107,6 +110,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     http.http1()
+        // A client may shut down its sending side once the request is out.
+        .half_close(true)
         .max_buf_size(config.max_header_bytes)
         .timer(TokioTimer::new())
         .header_read_timeout(std::time::Duration::from_secs(60));
@@ -141,6 +146,51 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         () = tokio::time::sleep(config.shutdown_grace) => tracing::warn!("grace period over; closing remaining connections"),
     }
     Ok(())
+}
+
+/// Refuses XML request bodies over the limit by their Content-Length before s3s reads them,
+/// with the S3 error a client expects (s3s would read up to the limit and answer 500).
+#[derive(Clone)]
+struct XmlBodyLimit {
+    inner: s3s::service::S3Service,
+    max: u64,
+}
+
+impl XmlBodyLimit {
+    /// POSTs (DeleteObjects, CompleteMultipartUpload, ...) and bucket-level PUTs carry XML;
+    /// object and part PUTs carry data and are not limited here.
+    fn carries_xml(req: &http::Request<hyper::body::Incoming>) -> bool {
+        match *req.method() {
+            http::Method::POST => true,
+            http::Method::PUT => !req.uri().path().trim_matches('/').contains('/'),
+            _ => false,
+        }
+    }
+}
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for XmlBodyLimit {
+    type Response = s3s::HttpResponse;
+    type Error = s3s::HttpError;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let len = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if Self::carries_xml(&req) && len.is_some_and(|n| n > self.max) {
+            let err = s3s::S3Error::with_message(
+                s3s::S3ErrorCode::MaxMessageLengthExceeded,
+                format!("the request body is larger than {} bytes", self.max),
+            );
+            let resp = err
+                .to_http_response()
+                .map_err(|e| s3s::HttpError::new(Box::new(e)));
+            return Box::pin(async move { resp });
+        }
+        hyper::service::Service::call(&self.inner, req)
+    }
 }
 
 async fn clean_stale_uploads(

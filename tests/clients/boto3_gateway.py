@@ -384,7 +384,8 @@ def _():
     url = s3.generate_presigned_url("put_object",
                                     Params={"Bucket": BUCKET, "Key": "presigned/put.bin"},
                                     ExpiresIn=300)
-    req = urllib.request.Request(url, data=body, method="PUT")
+    req = urllib.request.Request(url, data=body, method="PUT",
+                                 headers={"Content-Type": "application/octet-stream"})
     with urllib.request.urlopen(req, timeout=30) as resp:
         expect_eq(resp.status, 200, "presigned PUT status")
     got = s3.get_object(Bucket=BUCKET, Key="presigned/put.bin")["Body"].read()

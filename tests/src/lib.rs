@@ -824,3 +824,56 @@ impl Gateway {
         )
     }
 }
+
+/// The path part of `path_and_query` as an S3 server canonicalises it for SigV4
+/// (percent-decoded, then encoded once keeping unreserved characters and `/`); the query is
+/// kept as is.
+pub fn canonical_path(path_and_query: &str) -> String {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let mut out = encode_key(&decoded);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// Whether the file at `path` has no data extents at all (`lseek(SEEK_DATA)` finds none):
+/// a fully sparse file. Extended attributes stored out of the inode still count in
+/// `st_blocks`, so this is the precise test for "no data blocks".
+pub fn has_no_data(path: &Path) -> bool {
+    use std::os::unix::io::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    // SAFETY: lseek on a descriptor we own.
+    let r = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_DATA) };
+    r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO)
+}
+
+impl Gateway {
+    /// A signed request whose path is sent exactly as given (hand-encoded, e.g. `%2F`, `%2e`),
+    /// signed over the canonical form the server computes, so that the server's answer is
+    /// about the key, not the signature.
+    pub fn signed_hand_encoded(
+        &self,
+        key: &Key,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> RawResponse {
+        let signed = sign_headers(
+            self.addr,
+            key,
+            method,
+            &canonical_path(path_and_query),
+            headers,
+            body,
+            SystemTime::now(),
+        );
+        raw_request(self.addr, method, path_and_query, &signed, body)
+    }
+}

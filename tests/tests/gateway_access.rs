@@ -344,9 +344,9 @@ async fn two_keys_used_at_once() {
     let gw = Gateway::start();
     let cb = gw.client(&gw.backend);
     let cr = gw.client(&gw.reader);
-    cb.create_bucket().bucket("b").send().await.unwrap();
+    cb.create_bucket().bucket("bkt").send().await.unwrap();
     cb.put_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("shared")
         .body(ByteStream::from_static(b"shared"))
         .send()
@@ -357,7 +357,7 @@ async fn two_keys_used_at_once() {
         tokio::spawn(async move {
             for i in 0..30 {
                 cb.put_object()
-                    .bucket("b")
+                    .bucket("bkt")
                     .key(format!("w/{i}"))
                     .body(ByteStream::from(vec![i as u8; 1000]))
                     .send()
@@ -372,13 +372,13 @@ async fn two_keys_used_at_once() {
             for _ in 0..30 {
                 let g = cr
                     .get_object()
-                    .bucket("b")
+                    .bucket("bkt")
                     .key("shared")
                     .send()
                     .await
                     .unwrap();
                 assert_eq!(&g.body.collect().await.unwrap().into_bytes()[..], b"shared");
-                cr.list_objects_v2().bucket("b").send().await.unwrap();
+                cr.list_objects_v2().bucket("bkt").send().await.unwrap();
             }
         })
     };
@@ -386,7 +386,7 @@ async fn two_keys_used_at_once() {
     r.await.unwrap();
     let out = cr
         .list_objects_v2()
-        .bucket("b")
+        .bucket("bkt")
         .prefix("w/")
         .send()
         .await
@@ -399,9 +399,9 @@ async fn reader_key_is_read_only() {
     let gw = Gateway::start();
     let cb = gw.client(&gw.backend);
     let cr = gw.client(&gw.reader);
-    cb.create_bucket().bucket("b").send().await.unwrap();
+    cb.create_bucket().bucket("bkt").send().await.unwrap();
     cb.put_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("k")
         .body(ByteStream::from_static(b"data"))
         .send()
@@ -409,7 +409,7 @@ async fn reader_key_is_read_only() {
         .unwrap();
     let up = cb
         .create_multipart_upload()
-        .bucket("b")
+        .bucket("bkt")
         .key("mp")
         .send()
         .await
@@ -417,7 +417,7 @@ async fn reader_key_is_read_only() {
     let id = up.upload_id().unwrap().to_string();
     let p1 = cb
         .upload_part()
-        .bucket("b")
+        .bucket("bkt")
         .key("mp")
         .upload_id(&id)
         .part_number(1)
@@ -428,27 +428,36 @@ async fn reader_key_is_read_only() {
 
     // Allowed.
     cr.list_buckets().send().await.unwrap();
-    cr.head_bucket().bucket("b").send().await.unwrap();
-    cr.get_bucket_location().bucket("b").send().await.unwrap();
-    let out = cr.list_objects_v2().bucket("b").send().await.unwrap();
+    cr.head_bucket().bucket("bkt").send().await.unwrap();
+    cr.get_bucket_location().bucket("bkt").send().await.unwrap();
+    let out = cr.list_objects_v2().bucket("bkt").send().await.unwrap();
     assert_eq!(out.contents().len(), 1);
-    cr.list_objects().bucket("b").send().await.unwrap();
-    cr.list_object_versions().bucket("b").send().await.unwrap();
+    cr.list_objects().bucket("bkt").send().await.unwrap();
+    cr.list_object_versions()
+        .bucket("bkt")
+        .send()
+        .await
+        .unwrap();
     cr.list_multipart_uploads()
-        .bucket("b")
+        .bucket("bkt")
         .send()
         .await
         .unwrap();
     cr.list_parts()
-        .bucket("b")
+        .bucket("bkt")
         .key("mp")
         .upload_id(&id)
         .send()
         .await
         .unwrap();
-    let g = cr.get_object().bucket("b").key("k").send().await.unwrap();
+    let g = cr.get_object().bucket("bkt").key("k").send().await.unwrap();
     assert_eq!(&g.body.collect().await.unwrap().into_bytes()[..], b"data");
-    cr.head_object().bucket("b").key("k").send().await.unwrap();
+    cr.head_object()
+        .bucket("bkt")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
 
     // Denied.
     let denied = |what: &str, (status, code): (u16, String)| {
@@ -462,7 +471,7 @@ async fn reader_key_is_read_only() {
         "PutObject",
         expect_err(
             cr.put_object()
-                .bucket("b")
+                .bucket("bkt")
                 .key("k")
                 .body(ByteStream::from_static(b"evil"))
                 .send()
@@ -473,7 +482,7 @@ async fn reader_key_is_read_only() {
         "PutObject new",
         expect_err(
             cr.put_object()
-                .bucket("b")
+                .bucket("bkt")
                 .key("new")
                 .body(ByteStream::from_static(b"evil"))
                 .send()
@@ -482,13 +491,13 @@ async fn reader_key_is_read_only() {
     );
     denied(
         "DeleteObject",
-        expect_err(cr.delete_object().bucket("b").key("k").send().await),
+        expect_err(cr.delete_object().bucket("bkt").key("k").send().await),
     );
     denied(
         "DeleteObjects",
         expect_err(
             cr.delete_objects()
-                .bucket("b")
+                .bucket("bkt")
                 .delete(
                     Delete::builder()
                         .objects(ObjectIdentifier::builder().key("k").build().unwrap())
@@ -503,26 +512,26 @@ async fn reader_key_is_read_only() {
         "CopyObject",
         expect_err(
             cr.copy_object()
-                .bucket("b")
+                .bucket("bkt")
                 .key("copy")
-                .copy_source("b/k")
+                .copy_source("bkt/k")
                 .send()
                 .await,
         ),
     );
     denied(
         "CreateBucket",
-        expect_err(cr.create_bucket().bucket("rb").send().await),
+        expect_err(cr.create_bucket().bucket("rbk").send().await),
     );
     denied(
         "DeleteBucket",
-        expect_err(cr.delete_bucket().bucket("b").send().await),
+        expect_err(cr.delete_bucket().bucket("bkt").send().await),
     );
     denied(
         "CreateMultipartUpload",
         expect_err(
             cr.create_multipart_upload()
-                .bucket("b")
+                .bucket("bkt")
                 .key("m2")
                 .send()
                 .await,
@@ -532,7 +541,7 @@ async fn reader_key_is_read_only() {
         "UploadPart",
         expect_err(
             cr.upload_part()
-                .bucket("b")
+                .bucket("bkt")
                 .key("mp")
                 .upload_id(&id)
                 .part_number(2)
@@ -545,7 +554,7 @@ async fn reader_key_is_read_only() {
         "CompleteMultipartUpload",
         expect_err(
             cr.complete_multipart_upload()
-                .bucket("b")
+                .bucket("bkt")
                 .key("mp")
                 .upload_id(&id)
                 .multipart_upload(
@@ -566,7 +575,7 @@ async fn reader_key_is_read_only() {
         "AbortMultipartUpload",
         expect_err(
             cr.abort_multipart_upload()
-                .bucket("b")
+                .bucket("bkt")
                 .key("mp")
                 .upload_id(&id)
                 .send()
@@ -576,7 +585,7 @@ async fn reader_key_is_read_only() {
     let r = gw.signed(
         &gw.reader,
         "POST",
-        "/b/k?gpair-setattr",
+        "/bkt/k?gpair-setattr",
         &[
             ("x-gpair-attr-key", "rtl_remote_to_local"),
             ("x-gpair-attr-value", "A,/a,B,b/a"),
@@ -587,14 +596,14 @@ async fn reader_key_is_read_only() {
     let r = gw.signed(
         &gw.reader,
         "POST",
-        "/b/k?gpair-rename",
+        "/bkt/k?gpair-rename",
         &[("x-gpair-rename-to", "k2")],
         b"",
     );
     assert_denied(&r, "rename");
 
     // Nothing changed.
-    let out = cb.list_objects_v2().bucket("b").send().await.unwrap();
+    let out = cb.list_objects_v2().bucket("bkt").send().await.unwrap();
     assert_eq!(
         out.contents()
             .iter()
@@ -602,11 +611,11 @@ async fn reader_key_is_read_only() {
             .collect::<Vec<_>>(),
         vec!["k"]
     );
-    assert_eq!(std::fs::read(gw.root.join("b/k")).unwrap(), b"data");
-    assert!(!gw.root.join("rb").exists());
+    assert_eq!(std::fs::read(gw.root.join("bkt/k")).unwrap(), b"data");
+    assert!(!gw.root.join("rbk").exists());
     let lp = cb
         .list_parts()
-        .bucket("b")
+        .bucket("bkt")
         .key("mp")
         .upload_id(&id)
         .send()
@@ -618,17 +627,17 @@ async fn reader_key_is_read_only() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unsigned_sigv2_and_bad_signatures_are_refused() {
     let gw = Gateway::start();
-    gw.create_bucket("b");
-    assert_eq!(gw.put_raw("b", "k", &[], b"secret data").status, 200);
+    gw.create_bucket("bkt");
+    assert_eq!(gw.put_raw("bkt", "k", &[], b"secret data").status, 200);
 
     // Anonymous.
     for (method, path) in [
-        ("GET", "/b/k"),
-        ("HEAD", "/b/k"),
+        ("GET", "/bkt/k"),
+        ("HEAD", "/bkt/k"),
         ("GET", "/"),
-        ("GET", "/b"),
-        ("PUT", "/b/anon"),
-        ("DELETE", "/b/k"),
+        ("GET", "/bkt"),
+        ("PUT", "/bkt/anon"),
+        ("DELETE", "/bkt/k"),
     ] {
         let r = raw_request(
             gw.addr,
@@ -647,12 +656,12 @@ async fn unsigned_sigv2_and_bad_signatures_are_refused() {
             assert!(!r.body_str().contains("secret data"));
         }
     }
-    assert!(!gw.root.join("b/anon").exists());
-    assert!(gw.root.join("b/k").exists());
+    assert!(!gw.root.join("bkt/anon").exists());
+    assert!(gw.root.join("bkt/k").exists());
 
     // A valid SigV2 signature is still refused.
     let date = http_date(SystemTime::now());
-    let sts = format!("GET\n\n\n{date}\n/b/k");
+    let sts = format!("GET\n\n\n{date}\n/bkt/k");
     let sig = b64(&hmac_sha1(gw.backend.secret_key.as_bytes(), sts.as_bytes()));
     let headers = vec![
         ("date".to_string(), date.clone()),
@@ -661,9 +670,9 @@ async fn unsigned_sigv2_and_bad_signatures_are_refused() {
             format!("AWS {}:{sig}", gw.backend.access_key),
         ),
     ];
-    let r = raw_request(gw.addr, "GET", "/b/k", &headers, b"");
+    let r = raw_request(gw.addr, "GET", "/bkt/k", &headers, b"");
     assert_denied(&r, "SigV2 header auth");
-    let sts = format!("PUT\n\n\n{date}\n/b/v2put");
+    let sts = format!("PUT\n\n\n{date}\n/bkt/v2put");
     let sig = b64(&hmac_sha1(gw.backend.secret_key.as_bytes(), sts.as_bytes()));
     let headers = vec![
         ("date".to_string(), date.clone()),
@@ -672,16 +681,16 @@ async fn unsigned_sigv2_and_bad_signatures_are_refused() {
             format!("AWS {}:{sig}", gw.backend.access_key),
         ),
     ];
-    let r = raw_request(gw.addr, "PUT", "/b/v2put", &headers, b"");
+    let r = raw_request(gw.addr, "PUT", "/bkt/v2put", &headers, b"");
     assert_denied(&r, "SigV2 PUT");
-    assert!(!gw.root.join("b/v2put").exists());
+    assert!(!gw.root.join("bkt/v2put").exists());
     // SigV2 presigned query.
     let expires = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_secs()
         + 600;
-    let sts = format!("GET\n\n\n{expires}\n/b/k");
+    let sts = format!("GET\n\n\n{expires}\n/bkt/k");
     let sig = b64(&hmac_sha1(gw.backend.secret_key.as_bytes(), sts.as_bytes()));
     let sig_enc =
         percent_encoding::utf8_percent_encode(&sig, percent_encoding::NON_ALPHANUMERIC).to_string();
@@ -689,7 +698,7 @@ async fn unsigned_sigv2_and_bad_signatures_are_refused() {
         gw.addr,
         "GET",
         &format!(
-            "/b/k?AWSAccessKeyId={}&Expires={expires}&Signature={sig_enc}",
+            "/bkt/k?AWSAccessKeyId={}&Expires={expires}&Signature={sig_enc}",
             gw.backend.access_key
         ),
         &[],
@@ -702,34 +711,34 @@ async fn unsigned_sigv2_and_bad_signatures_are_refused() {
         access_key: gw.backend.access_key.clone(),
         secret_key: "not-the-secret-key-at-all-000000000000".into(),
     };
-    let r = gw.signed(&wrong, "GET", "/b/k", &[], b"");
+    let r = gw.signed(&wrong, "GET", "/bkt/k", &[], b"");
     assert_eq!(
         (r.status, r.s3_code().as_deref()),
         (403, Some("SignatureDoesNotMatch")),
         "{}",
         r.body_str()
     );
-    let r = gw.signed(&wrong, "PUT", "/b/wrong", &[], b"x");
+    let r = gw.signed(&wrong, "PUT", "/bkt/wrong", &[], b"x");
     assert_eq!(r.status, 403);
-    assert!(!gw.root.join("b/wrong").exists());
+    assert!(!gw.root.join("bkt/wrong").exists());
     // Unknown access key.
     let unknown = Key {
         access_key: "AKUNKNOWN00000000001".into(),
         secret_key: gw.backend.secret_key.clone(),
     };
-    let r = gw.signed(&unknown, "GET", "/b/k", &[], b"");
+    let r = gw.signed(&unknown, "GET", "/bkt/k", &[], b"");
     assert_eq!(r.status, 403, "{}", r.body_str());
     // Tampered: signed for one path, sent for another.
     let headers = sign_headers(
         gw.addr,
         &gw.backend,
         "GET",
-        "/b/other",
+        "/bkt/other",
         &[],
         b"",
         SystemTime::now(),
     );
-    let r = raw_request(gw.addr, "GET", "/b/k", &headers, b"");
+    let r = raw_request(gw.addr, "GET", "/bkt/k", &headers, b"");
     assert_eq!(
         (r.status, r.s3_code().as_deref()),
         (403, Some("SignatureDoesNotMatch")),
@@ -741,19 +750,19 @@ async fn unsigned_sigv2_and_bad_signatures_are_refused() {
         gw.addr,
         &gw.backend,
         "PUT",
-        "/b/tampered",
+        "/bkt/tampered",
         &[],
         b"good",
         SystemTime::now(),
     );
-    let r = raw_request(gw.addr, "PUT", "/b/tampered", &headers, b"evil");
+    let r = raw_request(gw.addr, "PUT", "/bkt/tampered", &headers, b"evil");
     assert!(
         (400..500).contains(&r.status),
         "{} {}",
         r.status,
         r.body_str()
     );
-    assert!(!gw.root.join("b/tampered").exists());
+    assert!(!gw.root.join("bkt/tampered").exists());
 
     // Clock skew of 20 minutes, either way.
     for skew in [-1200i64, 1200] {
@@ -762,8 +771,8 @@ async fn unsigned_sigv2_and_bad_signatures_are_refused() {
         } else {
             SystemTime::now() + Duration::from_secs(skew as u64)
         };
-        let headers = sign_headers(gw.addr, &gw.backend, "GET", "/b/k", &[], b"", t);
-        let r = raw_request(gw.addr, "GET", "/b/k", &headers, b"");
+        let headers = sign_headers(gw.addr, &gw.backend, "GET", "/bkt/k", &[], b"", t);
+        let r = raw_request(gw.addr, "GET", "/bkt/k", &headers, b"");
         assert_eq!(
             (r.status, r.s3_code().as_deref()),
             (403, Some("RequestTimeTooSkewed")),
@@ -776,12 +785,12 @@ async fn unsigned_sigv2_and_bad_signatures_are_refused() {
         gw.addr,
         &gw.backend,
         "GET",
-        "/b/k",
+        "/bkt/k",
         &[],
         b"",
         SystemTime::now() - Duration::from_secs(300),
     );
-    let r = raw_request(gw.addr, "GET", "/b/k", &headers, b"");
+    let r = raw_request(gw.addr, "GET", "/bkt/k", &headers, b"");
     assert_eq!(r.status, 200, "{}", r.body_str());
     assert!(!gw.log().contains("panicked"));
 }
@@ -790,9 +799,9 @@ async fn unsigned_sigv2_and_bad_signatures_are_refused() {
 async fn presigned_urls() {
     let gw = Gateway::start();
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
     c.put_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("p/k")
         .body(ByteStream::from_static(b"presigned!"))
         .send()
@@ -816,7 +825,7 @@ async fn presigned_urls() {
 
     let p = c
         .get_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("p/k")
         .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).unwrap())
         .await
@@ -828,7 +837,7 @@ async fn presigned_urls() {
     let p = gw
         .client(&gw.reader)
         .get_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("p/k")
         .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).unwrap())
         .await
@@ -838,7 +847,7 @@ async fn presigned_urls() {
     // A tampered presigned URL.
     let p = c
         .get_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("p/k")
         .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).unwrap())
         .await
@@ -848,14 +857,14 @@ async fn presigned_urls() {
         .path_and_query()
         .unwrap()
         .as_str()
-        .replace("/b/p/k", "/b/p/other");
+        .replace("/bkt/p/k", "/bkt/p/other");
     let r = raw_request(gw.addr, "GET", &pq, &[], b"");
     assert_eq!(r.status, 403);
 
     // Expired.
     let p = c
         .get_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("p/k")
         .presigned(PresigningConfig::expires_in(Duration::from_secs(1)).unwrap())
         .await
@@ -873,7 +882,7 @@ async fn presigned_urls() {
 fn quota_gateway() -> Gateway {
     Gateway::start_with(GatewayOptions {
         extra_config:
-            "[quota.qb]\nmax_bytes = 1000\nmax_objects = 3\n\n[quota.qm]\nmax_bytes = 6000000\n"
+            "[quota.qbk]\nmax_bytes = 1000\nmax_objects = 3\n\n[quota.qmp]\nmax_bytes = 6000000\n"
                 .into(),
         ..Default::default()
     })
@@ -891,52 +900,55 @@ fn assert_quota_exceeded(r: &RawResponse, what: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn quota_limits_bytes_and_objects_exactly_across_restart() {
     let mut gw = quota_gateway();
-    gw.create_bucket("qb");
-    let u = gw.usage("qb");
+    gw.create_bucket("qbk");
+    let u = gw.usage("qbk");
     assert_eq!(
         u,
-        serde_json::json!({"bucket": "qb", "bytes": 0, "objects": 0, "max_bytes": 1000, "max_objects": 3})
+        serde_json::json!({"bucket": "qbk", "bytes": 0, "objects": 0, "max_bytes": 1000, "max_objects": 3})
     );
 
     // Over the byte limit in one PUT.
-    let r = gw.put_raw("qb", "huge", &[], &test_bytes(1001, 1));
+    let r = gw.put_raw("qbk", "huge", &[], &test_bytes(1001, 1));
     assert_quota_exceeded(&r, "1001 bytes");
     assert!(
         r.body_str().contains("1000"),
         "message names the maximum: {}",
         r.body_str()
     );
-    assert_eq!(gw.head_raw("qb", "huge").status, 404);
-    assert!(!gw.root.join("qb/huge").exists());
+    assert_eq!(gw.head_raw("qbk", "huge").status, 404);
+    assert!(!gw.root.join("qbk/huge").exists());
 
-    assert_eq!(gw.put_raw("qb", "a", &[], &test_bytes(400, 2)).status, 200);
-    assert_eq!(gw.put_raw("qb", "b", &[], &test_bytes(400, 3)).status, 200);
-    let r = gw.put_raw("qb", "c", &[], &test_bytes(300, 4));
+    assert_eq!(gw.put_raw("qbk", "a", &[], &test_bytes(400, 2)).status, 200);
+    assert_eq!(
+        gw.put_raw("qbk", "kb", &[], &test_bytes(400, 3)).status,
+        200
+    );
+    let r = gw.put_raw("qbk", "c", &[], &test_bytes(300, 4));
     assert_quota_exceeded(&r, "800 + 300 > 1000");
-    assert!(!gw.root.join("qb/c").exists());
-    assert_eq!(gw.put_raw("qb", "c", &[], &test_bytes(100, 4)).status, 200);
+    assert!(!gw.root.join("qbk/c").exists());
+    assert_eq!(gw.put_raw("qbk", "c", &[], &test_bytes(100, 4)).status, 200);
     // The fourth object.
-    let r = gw.put_raw("qb", "d", &[], b"x");
+    let r = gw.put_raw("qbk", "d", &[], b"x");
     assert_quota_exceeded(&r, "4th object");
-    assert!(!gw.root.join("qb/d").exists());
+    assert!(!gw.root.join("qbk/d").exists());
     // An overwrite counts only the difference: 400 -> 500 makes exactly 1000.
-    let r = gw.put_raw("qb", "a", &[], &test_bytes(500, 5));
+    let r = gw.put_raw("qbk", "a", &[], &test_bytes(500, 5));
     assert_eq!(
         r.status,
         200,
         "overwrite to exactly the limit: {}",
         r.body_str()
     );
-    let r = gw.put_raw("qb", "a", &[], &test_bytes(501, 6));
+    let r = gw.put_raw("qbk", "a", &[], &test_bytes(501, 6));
     assert_quota_exceeded(&r, "overwrite one byte over");
     assert_eq!(
-        std::fs::read(gw.root.join("qb/a")).unwrap(),
+        std::fs::read(gw.root.join("qbk/a")).unwrap(),
         test_bytes(500, 5),
         "old object kept"
     );
     // Shrinking is always fine.
-    assert_eq!(gw.put_raw("qb", "a", &[], &test_bytes(450, 7)).status, 200);
-    let u = gw.usage("qb");
+    assert_eq!(gw.put_raw("qbk", "a", &[], &test_bytes(450, 7)).status, 200);
+    let u = gw.usage("qbk");
     assert_eq!(u["bytes"], serde_json::json!(950));
     assert_eq!(u["objects"], serde_json::json!(3));
 
@@ -944,37 +956,37 @@ async fn quota_limits_bytes_and_objects_exactly_across_restart() {
     let r = gw.signed(
         &gw.backend,
         "PUT",
-        "/qb/c",
-        &[("x-amz-copy-source", "/qb/a")],
+        "/qbk/c",
+        &[("x-amz-copy-source", "/qbk/a")],
         b"",
     );
     assert_quota_exceeded(&r, "copy 450 bytes over 100 (950 -> 1300)");
     assert_eq!(
-        std::fs::read(gw.root.join("qb/c")).unwrap(),
+        std::fs::read(gw.root.join("qbk/c")).unwrap(),
         test_bytes(100, 4)
     );
     let r = gw.signed(
         &gw.backend,
         "PUT",
-        "/qb/new",
-        &[("x-amz-copy-source", "/qb/c")],
+        "/qbk/new",
+        &[("x-amz-copy-source", "/qbk/c")],
         b"",
     );
     assert_quota_exceeded(&r, "copy as a 4th object");
-    assert!(!gw.root.join("qb/new").exists());
+    assert!(!gw.root.join("qbk/new").exists());
 
     // After a delete there is room again.
     assert_eq!(
-        gw.signed(&gw.backend, "DELETE", "/qb/b", &[], b"").status,
+        gw.signed(&gw.backend, "DELETE", "/qbk/kb", &[], b"").status,
         204
     );
-    let u = gw.usage("qb");
+    let u = gw.usage("qbk");
     assert_eq!(
         (u["bytes"].as_u64(), u["objects"].as_u64()),
         (Some(550), Some(2))
     );
-    assert_eq!(gw.put_raw("qb", "d", &[], &test_bytes(300, 8)).status, 200);
-    let before = gw.usage("qb");
+    assert_eq!(gw.put_raw("qbk", "d", &[], &test_bytes(300, 8)).status, 200);
+    let before = gw.usage("qbk");
     assert_eq!(
         (before["bytes"].as_u64(), before["objects"].as_u64()),
         (Some(850), Some(3))
@@ -983,22 +995,22 @@ async fn quota_limits_bytes_and_objects_exactly_across_restart() {
     // A crash, then a start: usage is recomputed from the tree, exactly.
     gw.kill();
     gw.start_again();
-    let after = gw.usage("qb");
+    let after = gw.usage("qbk");
     assert_eq!(after, before, "usage after kill + restart");
-    let r = gw.put_raw("qb", "e", &[], b"1");
+    let r = gw.put_raw("qbk", "e", &[], b"1");
     assert_quota_exceeded(&r, "4th object after restart");
     // And after a graceful restart.
     gw.restart();
-    assert_eq!(gw.usage("qb"), before);
+    assert_eq!(gw.usage("qbk"), before);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn quota_holds_under_concurrent_writers() {
     let gw = Gateway::start_with(GatewayOptions {
-        extra_config: "[quota.qc]\nmax_bytes = 10000\n".into(),
+        extra_config: "[quota.qck]\nmax_bytes = 10000\n".into(),
         ..Default::default()
     });
-    gw.create_bucket("qc");
+    gw.create_bucket("qck");
     let c = gw.client(&gw.backend);
     let mut set = tokio::task::JoinSet::new();
     for i in 0..30 {
@@ -1006,7 +1018,7 @@ async fn quota_holds_under_concurrent_writers() {
         set.spawn(async move {
             match c
                 .put_object()
-                .bucket("qc")
+                .bucket("qck")
                 .key(format!("k{i:02}"))
                 .body(ByteStream::from(test_bytes(1000, i)))
                 .send()
@@ -1029,20 +1041,20 @@ async fn quota_holds_under_concurrent_writers() {
         (1..=10).contains(&ok),
         "{ok} PUTs of 1000 bytes succeeded under max_bytes 10000"
     );
-    let u = gw.usage("qc");
+    let u = gw.usage("qck");
     assert_eq!(u["bytes"].as_u64(), Some(ok * 1000), "{u}");
     assert_eq!(u["objects"].as_u64(), Some(ok), "{u}");
-    assert_eq!(files_in(&gw.root.join("qc")).len() as u64, ok);
+    assert_eq!(files_in(&gw.root.join("qck")).len() as u64, ok);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn quota_multipart_complete_over_limit() {
     let gw = quota_gateway();
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("qm").send().await.unwrap();
+    c.create_bucket().bucket("qmp").send().await.unwrap();
     let up = c
         .create_multipart_upload()
-        .bucket("qm")
+        .bucket("qmp")
         .key("big")
         .send()
         .await
@@ -1053,7 +1065,7 @@ async fn quota_multipart_complete_over_limit() {
     for (i, p) in parts.iter().enumerate() {
         let out = c
             .upload_part()
-            .bucket("qm")
+            .bucket("qmp")
             .key("big")
             .upload_id(&id)
             .part_number(i as i32 + 1)
@@ -1070,7 +1082,7 @@ async fn quota_multipart_complete_over_limit() {
     }
     let (status, code) = expect_err(
         c.complete_multipart_upload()
-            .bucket("qm")
+            .bucket("qmp")
             .key("big")
             .upload_id(&id)
             .multipart_upload(
@@ -1082,10 +1094,10 @@ async fn quota_multipart_complete_over_limit() {
             .await,
     );
     assert_eq!((status, code.as_str()), (403, "QuotaExceeded"));
-    assert!(!gw.root.join("qm/big").exists());
-    let (status, _) = expect_err(c.head_object().bucket("qm").key("big").send().await);
+    assert!(!gw.root.join("qmp/big").exists());
+    let (status, _) = expect_err(c.head_object().bucket("qmp").key("big").send().await);
     assert_eq!(status, 404);
-    let u = gw.usage("qm");
+    let u = gw.usage("qmp");
     assert_eq!(
         (u["bytes"].as_u64(), u["objects"].as_u64()),
         (Some(0), Some(0)),

@@ -90,9 +90,9 @@ async fn list_keys(c: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<St
 async fn user_metadata_round_trips() {
     let gw = Gateway::start();
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
     c.put_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("m")
         .body(ByteStream::from_static(b"data"))
         .metadata("alpha", "1")
@@ -105,7 +105,7 @@ async fn user_metadata_round_trips() {
         .send()
         .await
         .unwrap();
-    let h = c.head_object().bucket("b").key("m").send().await.unwrap();
+    let h = c.head_object().bucket("bkt").key("m").send().await.unwrap();
     let md = h.metadata().unwrap();
     assert_eq!(md.len(), 4, "{md:?}");
     assert_eq!(md.get("alpha").map(String::as_str), Some("1"));
@@ -121,14 +121,14 @@ async fn user_metadata_round_trips() {
     assert_eq!(h.content_type(), Some("text/plain"));
     assert_eq!(h.cache_control(), Some("no-cache"));
     assert_eq!(h.content_disposition(), Some("attachment"));
-    let g = c.get_object().bucket("b").key("m").send().await.unwrap();
+    let g = c.get_object().bucket("bkt").key("m").send().await.unwrap();
     assert_eq!(g.metadata().unwrap(), md);
 
     // Metadata survives a restart (it lives in the file's xattr).
     let mut gw = gw;
     gw.restart();
     let c = gw.client(&gw.backend);
-    let h2 = c.head_object().bucket("b").key("m").send().await.unwrap();
+    let h2 = c.head_object().bucket("bkt").key("m").send().await.unwrap();
     assert_eq!(h2.metadata().unwrap(), md);
     assert_eq!(h2.e_tag(), h.e_tag());
     assert_eq!(h2.last_modified(), h.last_modified());
@@ -138,11 +138,11 @@ async fn user_metadata_round_trips() {
 async fn posix_headers_are_applied_to_files_and_dirs() {
     let gw = Gateway::start();
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
 
     // s3fs-fuse sends the full st_mode in decimal: 0o100640 = 33184.
     c.put_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("f/file")
         .body(ByteStream::from_static(b"posix"))
         .metadata("mode", (0o100640u32).to_string())
@@ -152,7 +152,7 @@ async fn posix_headers_are_applied_to_files_and_dirs() {
         .send()
         .await
         .unwrap();
-    let m = std::fs::metadata(gw.root.join("b/f/file")).unwrap();
+    let m = std::fs::metadata(gw.root.join("bkt/f/file")).unwrap();
     assert_eq!(m.permissions().mode() & 0o7777, 0o640, "mode applied");
     assert_eq!(m.mtime(), 1_600_000_000, "mtime applied");
     assert!(
@@ -168,7 +168,7 @@ async fn posix_headers_are_applied_to_files_and_dirs() {
     // ...and still returned as user metadata.
     let h = c
         .head_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("f/file")
         .send()
         .await
@@ -181,20 +181,20 @@ async fn posix_headers_are_applied_to_files_and_dirs() {
 
     // Setuid/sticky bits are permission bits too; file-type bits are ignored.
     c.put_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("f/exec")
         .body(ByteStream::from_static(b"#!"))
         .metadata("mode", (0o104755u32).to_string())
         .send()
         .await
         .unwrap();
-    let m = std::fs::metadata(gw.root.join("b/f/exec")).unwrap();
+    let m = std::fs::metadata(gw.root.join("bkt/f/exec")).unwrap();
     assert_eq!(m.permissions().mode() & 0o7777, 0o4755);
     assert!(m.is_file());
 
     // A directory marker takes them too: 0o40750 = 16872.
     c.put_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("d/")
         .body(ByteStream::from_static(b""))
         .metadata("mode", (0o40750u32).to_string())
@@ -204,7 +204,7 @@ async fn posix_headers_are_applied_to_files_and_dirs() {
         .send()
         .await
         .unwrap();
-    let m = std::fs::metadata(gw.root.join("b/d")).unwrap();
+    let m = std::fs::metadata(gw.root.join("bkt/d")).unwrap();
     assert!(m.is_dir());
     assert_eq!(
         m.permissions().mode() & 0o7777,
@@ -215,7 +215,13 @@ async fn posix_headers_are_applied_to_files_and_dirs() {
     if is_root() {
         assert_eq!((m.uid(), m.gid()), (4321, 8765));
     }
-    let h = c.head_object().bucket("b").key("d/").send().await.unwrap();
+    let h = c
+        .head_object()
+        .bucket("bkt")
+        .key("d/")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
         h.metadata().unwrap().get("mode").map(String::as_str),
         Some("16872")
@@ -229,28 +235,28 @@ async fn posix_headers_are_applied_to_files_and_dirs() {
 #[tokio::test(flavor = "multi_thread")]
 async fn setattr_ltr_and_rtl_lifecycle() {
     let gw = Gateway::start();
-    gw.create_bucket("b");
+    gw.create_bucket("bkt");
     let data = test_bytes(123_457, 1);
     let key = "proj/dir/file.dat";
 
     // Offload upload: data plus x-gpair-name (west is not the owner yet).
     let r = gw.put_raw(
-        "b",
+        "bkt",
         key,
         &[("x-gpair-name", V), ("x-amz-meta-color", "blue")],
         &data,
     );
     assert_eq!(r.status, 200, "{}", r.body_str());
-    let h = gw.head_raw("b", key);
+    let h = gw.head_raw("bkt", key);
     assert_eq!(h.header("x-gpair-name"), Some(V));
-    let g = gw.get_raw("b", key, &[]);
+    let g = gw.get_raw("bkt", key, &[]);
     assert_eq!(
         g.header("x-gpair-name"),
         Some(V),
         "GET carries x-gpair-name too"
     );
     assert_eq!(g.body, data);
-    let usage0 = gw.usage("b");
+    let usage0 = gw.usage("bkt");
     assert_eq!(usage0["bytes"], serde_json::json!(data.len()));
     assert_eq!(usage0["objects"], serde_json::json!(1));
 
@@ -258,14 +264,14 @@ async fn setattr_ltr_and_rtl_lifecycle() {
     let r = setattr(
         &gw,
         &gw.backend,
-        "b",
+        "bkt",
         key,
         Some("ltr_local_to_remote"),
         Some(V),
     );
     assert_eq!(r.status, 200, "ltr: {}", r.body_str());
     assert!(r.body.is_empty(), "SetAttrObj answers an empty body");
-    let h = gw.head_raw("b", key);
+    let h = gw.head_raw("bkt", key);
     assert_eq!(h.status, 200);
     assert_eq!(
         h.header("x-gpair-name"),
@@ -276,34 +282,34 @@ async fn setattr_ltr_and_rtl_lifecycle() {
         h.header("content-length"),
         Some(data.len().to_string().as_str())
     );
-    let g = gw.get_raw("b", key, &[]);
+    let g = gw.get_raw("bkt", key, &[]);
     assert_eq!(g.body, data);
     assert_eq!(g.header("x-gpair-name"), None);
     // idempotent
     let r = setattr(
         &gw,
         &gw.backend,
-        "b",
+        "bkt",
         key,
         Some("ltr_local_to_remote"),
         Some(V),
     );
     assert_eq!(r.status, 200, "ltr again: {}", r.body_str());
-    assert_eq!(gw.get_raw("b", key, &[]).body, data);
-    assert_eq!(gw.usage("b"), usage0, "ltr does not change usage");
+    assert_eq!(gw.get_raw("bkt", key, &[]).body, data);
+    assert_eq!(gw.usage("bkt"), usage0, "ltr does not change usage");
 
     // rtl: data back on east; the object becomes a placeholder.
     let r = setattr(
         &gw,
         &gw.backend,
-        "b",
+        "bkt",
         key,
         Some("rtl_remote_to_local"),
         Some(V),
     );
     assert_eq!(r.status, 200, "rtl: {}", r.body_str());
     let check_placeholder = |gw: &Gateway| {
-        let h = gw.head_raw("b", key);
+        let h = gw.head_raw("bkt", key);
         assert_eq!(h.status, 200);
         assert_eq!(
             h.header("content-length"),
@@ -320,7 +326,7 @@ async fn setattr_ltr_and_rtl_lifecycle() {
             Some("blue"),
             "user metadata kept"
         );
-        let g = gw.get_raw("b", key, &[]);
+        let g = gw.get_raw("bkt", key, &[]);
         assert_eq!(g.status, 200);
         assert!(
             g.body.is_empty(),
@@ -328,22 +334,28 @@ async fn setattr_ltr_and_rtl_lifecycle() {
             g.body.len()
         );
         assert_eq!(g.header("x-gpair-name"), Some(V));
-        let g = gw.get_raw("b", key, &[("range", "bytes=0-9")]);
+        let g = gw.get_raw("bkt", key, &[("range", "bytes=0-9")]);
         assert_eq!(
             (g.status, g.s3_code().as_deref()),
             (416, Some("InvalidRange")),
             "ranged GET of a placeholder"
         );
-        let m = std::fs::metadata(gw.root.join("b").join(key)).unwrap();
+        let m = std::fs::metadata(gw.root.join("bkt").join(key)).unwrap();
         assert_eq!(
             m.len(),
             data.len() as u64,
             "on-disk size is the logical size"
         );
-        assert_eq!(m.blocks(), 0, "placeholder uses no data blocks");
+        // No data extents; st_blocks may only hold an out-of-inode xattr block (ext4 puts
+        // the metadata record there when it does not fit in the inode).
+        assert!(
+            has_no_data(&gw.root.join("bkt").join(key)),
+            "placeholder has data blocks"
+        );
+        assert!(m.blocks() <= 8, "placeholder st_blocks {}", m.blocks());
     };
     check_placeholder(&gw);
-    let u = gw.usage("b");
+    let u = gw.usage("bkt");
     assert_eq!(u["bytes"], serde_json::json!(0), "rtl frees the bytes: {u}");
     assert_eq!(
         u["objects"],
@@ -355,7 +367,7 @@ async fn setattr_ltr_and_rtl_lifecycle() {
     let r = setattr(
         &gw,
         &gw.backend,
-        "b",
+        "bkt",
         key,
         Some("rtl_remote_to_local"),
         Some(V),
@@ -367,7 +379,7 @@ async fn setattr_ltr_and_rtl_lifecycle() {
     let r = setattr(
         &gw,
         &gw.backend,
-        "b",
+        "bkt",
         key,
         Some("ltr_local_to_remote"),
         Some(V),
@@ -384,8 +396,8 @@ async fn setattr_ltr_and_rtl_lifecycle() {
     let r = gw.signed(
         &gw.backend,
         "PUT",
-        "/b/copy-of-placeholder",
-        &[("x-amz-copy-source", &format!("/b/{}", encode_key(key)))],
+        "/bkt/copy-of-placeholder",
+        &[("x-amz-copy-source", &format!("/bkt/{}", encode_key(key)))],
         b"",
     );
     assert_eq!(
@@ -394,27 +406,27 @@ async fn setattr_ltr_and_rtl_lifecycle() {
         "{}",
         r.body_str()
     );
-    assert_eq!(gw.head_raw("b", "copy-of-placeholder").status, 404);
+    assert_eq!(gw.head_raw("bkt", "copy-of-placeholder").status, 404);
 
     // The state survives a restart, and so does the usage.
     let mut gw = gw;
     gw.restart();
     check_placeholder(&gw);
-    assert_eq!(gw.usage("b"), u);
+    assert_eq!(gw.usage("bkt"), u);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn setattr_errors() {
     let gw = Gateway::start();
-    gw.create_bucket("b");
-    let r = gw.put_raw("b", "marked", &[("x-gpair-name", V)], b"payload");
+    gw.create_bucket("bkt");
+    let r = gw.put_raw("bkt", "marked", &[("x-gpair-name", V)], b"payload");
     assert_eq!(r.status, 200);
 
     // A different gpair value on an object marked V.
     let r = setattr(
         &gw,
         &gw.backend,
-        "b",
+        "bkt",
         "marked",
         Some("ltr_local_to_remote"),
         Some(V2),
@@ -426,7 +438,7 @@ async fn setattr_errors() {
         r.body_str()
     );
     assert_eq!(
-        gw.head_raw("b", "marked").header("x-gpair-name"),
+        gw.head_raw("bkt", "marked").header("x-gpair-name"),
         Some(V),
         "unchanged"
     );
@@ -438,7 +450,7 @@ async fn setattr_errors() {
         (Some("ltr_local_to_remote"), Some("")),
         (None, Some(V)),
     ] {
-        let r = setattr(&gw, &gw.backend, "b", "marked", attr, value);
+        let r = setattr(&gw, &gw.backend, "bkt", "marked", attr, value);
         assert_eq!(
             (r.status, r.s3_code().as_deref()),
             (400, Some("InvalidArgument")),
@@ -446,13 +458,13 @@ async fn setattr_errors() {
             r.body_str()
         );
     }
-    let h = gw.head_raw("b", "marked");
+    let h = gw.head_raw("bkt", "marked");
     assert_eq!(h.header("x-gpair-name"), Some(V));
     assert_eq!(h.header("content-length"), Some("7"));
 
     // Reader keys may not.
     for attr in ["ltr_local_to_remote", "rtl_remote_to_local"] {
-        let r = setattr(&gw, &gw.reader, "b", "marked", Some(attr), Some(V));
+        let r = setattr(&gw, &gw.reader, "bkt", "marked", Some(attr), Some(V));
         assert_eq!(
             (r.status, r.s3_code().as_deref()),
             (403, Some("AccessDenied")),
@@ -460,20 +472,20 @@ async fn setattr_errors() {
             r.body_str()
         );
     }
-    assert_eq!(gw.get_raw("b", "marked", &[]).body, b"payload");
-    assert_eq!(gw.head_raw("b", "marked").header("x-gpair-name"), Some(V));
+    assert_eq!(gw.get_raw("bkt", "marked", &[]).body, b"payload");
+    assert_eq!(gw.head_raw("bkt", "marked").header("x-gpair-name"), Some(V));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rtl_frees_quota_usage_by_the_object_size() {
     let gw = Gateway::start();
-    gw.create_bucket("b");
+    gw.create_bucket("bkt");
     let a = test_bytes(10_000, 1);
     let b = test_bytes(25_000, 2);
-    assert_eq!(gw.put_raw("b", "a", &[], &a).status, 200);
-    assert_eq!(gw.put_raw("b", "d/b", &[], &b).status, 200);
-    let before = gw.usage("b");
-    assert_eq!(before["bucket"], serde_json::json!("b"));
+    assert_eq!(gw.put_raw("bkt", "a", &[], &a).status, 200);
+    assert_eq!(gw.put_raw("bkt", "d/b", &[], &b).status, 200);
+    let before = gw.usage("bkt");
+    assert_eq!(before["bucket"], serde_json::json!("bkt"));
     assert_eq!(before["bytes"], serde_json::json!(35_000));
     assert_eq!(before["objects"], serde_json::json!(2));
     assert_eq!(before["max_bytes"], serde_json::Value::Null);
@@ -481,17 +493,17 @@ async fn rtl_frees_quota_usage_by_the_object_size() {
     let r = setattr(
         &gw,
         &gw.backend,
-        "b",
+        "bkt",
         "d/b",
         Some("rtl_remote_to_local"),
         Some(V),
     );
     assert_eq!(r.status, 200, "{}", r.body_str());
-    let after = gw.usage("b");
+    let after = gw.usage("bkt");
     assert_eq!(after["bytes"], serde_json::json!(10_000), "{after}");
     assert_eq!(after["objects"], serde_json::json!(1), "{after}");
     // The reader may read the usage too.
-    let r = gw.signed(&gw.reader, "GET", "/b?gpair-usage", &[], b"");
+    let r = gw.signed(&gw.reader, "GET", "/bkt?gpair-usage", &[], b"");
     assert_eq!(r.status, 200);
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v, after);
@@ -502,9 +514,9 @@ async fn rtl_frees_quota_usage_by_the_object_size() {
 #[tokio::test(flavor = "multi_thread")]
 async fn placeholder_created_by_one_put() {
     let gw = Gateway::start();
-    gw.create_bucket("b");
+    gw.create_bucket("bkt");
     let r = gw.put_raw(
-        "b",
+        "bkt",
         "ph/file",
         &[
             ("x-gpair-name", V),
@@ -514,20 +526,24 @@ async fn placeholder_created_by_one_put() {
         b"",
     );
     assert_eq!(r.status, 200, "{}", r.body_str());
-    let h = gw.head_raw("b", "ph/file");
+    let h = gw.head_raw("bkt", "ph/file");
     assert_eq!(h.header("content-length"), Some("0"));
     assert_eq!(h.header("x-gpair-name"), Some(V));
     assert_eq!(h.header("x-amz-meta-gpair-size"), Some("1048576"));
-    let g = gw.get_raw("b", "ph/file", &[]);
+    let g = gw.get_raw("bkt", "ph/file", &[]);
     assert_eq!(g.status, 200);
     assert!(g.body.is_empty());
-    let g = gw.get_raw("b", "ph/file", &[("range", "bytes=0-0")]);
+    let g = gw.get_raw("bkt", "ph/file", &[("range", "bytes=0-0")]);
     assert_eq!(g.status, 416);
-    let m = std::fs::metadata(gw.root.join("b/ph/file")).unwrap();
+    let m = std::fs::metadata(gw.root.join("bkt/ph/file")).unwrap();
     assert_eq!(m.len(), 1_048_576, "ls -l shows the size east has");
-    assert_eq!(m.blocks(), 0);
+    assert!(
+        has_no_data(&gw.root.join("bkt/ph/file")),
+        "placeholder has data blocks"
+    );
+    assert!(m.blocks() <= 8, "placeholder st_blocks {}", m.blocks());
     assert_eq!(m.permissions().mode() & 0o7777, 0o644);
-    let u = gw.usage("b");
+    let u = gw.usage("bkt");
     assert_eq!(
         (u["bytes"].as_u64(), u["objects"].as_u64()),
         (Some(0), Some(0)),
@@ -542,10 +558,10 @@ async fn placeholder_created_by_one_put() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rename_object_keeps_bytes_metadata_and_gpair_name() {
     let gw = Gateway::start();
-    gw.create_bucket("b");
+    gw.create_bucket("bkt");
     let data = test_bytes(40_000, 3);
     let r = gw.put_raw(
-        "b",
+        "bkt",
         "src/a.txt",
         &[
             ("x-gpair-name", V),
@@ -556,37 +572,44 @@ async fn rename_object_keeps_bytes_metadata_and_gpair_name() {
     );
     assert_eq!(r.status, 200);
     let etag = r.header("etag").unwrap().to_string();
-    let usage = gw.usage("b");
-    let ino = std::fs::metadata(gw.root.join("b/src/a.txt"))
+    let usage = gw.usage("bkt");
+    let ino = std::fs::metadata(gw.root.join("bkt/src/a.txt"))
         .unwrap()
         .ino();
 
     let dest = "dst/sub/é b.txt";
-    let r = rename(&gw, &gw.backend, "b", "src/a.txt", &encode_key(dest), false);
+    let r = rename(
+        &gw,
+        &gw.backend,
+        "bkt",
+        "src/a.txt",
+        &encode_key(dest),
+        false,
+    );
     assert_eq!(r.status, 200, "{}", r.body_str());
-    assert_eq!(gw.head_raw("b", "src/a.txt").status, 404, "source gone");
+    assert_eq!(gw.head_raw("bkt", "src/a.txt").status, 404, "source gone");
     assert!(
-        !gw.root.join("b/src").exists(),
+        !gw.root.join("bkt/src").exists(),
         "emptied implicit parent removed"
     );
-    let g = gw.get_raw("b", dest, &[]);
+    let g = gw.get_raw("bkt", dest, &[]);
     assert_eq!(g.status, 200);
     assert_eq!(g.body, data);
     assert_eq!(g.header("etag"), Some(etag.as_str()));
     assert_eq!(g.header("x-gpair-name"), Some(V));
     assert_eq!(g.header("x-amz-meta-color"), Some("teal"));
     assert_eq!(g.header("content-type"), Some("text/x-a"));
-    let p = gw.root.join("b").join(dest);
+    let p = gw.root.join("bkt").join(dest);
     assert_eq!(std::fs::read(&p).unwrap(), data);
     assert_eq!(
         std::fs::metadata(&p).unwrap().ino(),
         ino,
         "moved with rename(2), not copied"
     );
-    assert_eq!(gw.usage("b"), usage);
+    assert_eq!(gw.usage("bkt"), usage);
 
     // Missing source.
-    let r = rename(&gw, &gw.backend, "b", "src/a.txt", "x", false);
+    let r = rename(&gw, &gw.backend, "bkt", "src/a.txt", "x", false);
     assert_eq!(
         (r.status, r.s3_code().as_deref()),
         (404, Some("NoSuchKey")),
@@ -598,25 +621,25 @@ async fn rename_object_keeps_bytes_metadata_and_gpair_name() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rename_conflicts_replace_access_and_bad_keys() {
     let gw = Gateway::start();
-    gw.create_bucket("b");
-    assert_eq!(gw.put_raw("b", "one", &[], b"one").status, 200);
-    assert_eq!(gw.put_raw("b", "two", &[], b"two").status, 200);
+    gw.create_bucket("bkt");
+    assert_eq!(gw.put_raw("bkt", "one", &[], b"one").status, 200);
+    assert_eq!(gw.put_raw("bkt", "two", &[], b"two").status, 200);
 
-    let r = rename(&gw, &gw.backend, "b", "one", "two", false);
+    let r = rename(&gw, &gw.backend, "bkt", "one", "two", false);
     assert_eq!(
         (r.status, r.s3_code().as_deref()),
         (409, Some("KeyConflict")),
         "{}",
         r.body_str()
     );
-    assert_eq!(gw.get_raw("b", "one", &[]).body, b"one");
-    assert_eq!(gw.get_raw("b", "two", &[]).body, b"two");
+    assert_eq!(gw.get_raw("bkt", "one", &[]).body, b"one");
+    assert_eq!(gw.get_raw("bkt", "two", &[]).body, b"two");
 
-    let r = rename(&gw, &gw.backend, "b", "one", "two", true);
+    let r = rename(&gw, &gw.backend, "bkt", "one", "two", true);
     assert_eq!(r.status, 200, "{}", r.body_str());
-    assert_eq!(gw.head_raw("b", "one").status, 404);
-    assert_eq!(gw.get_raw("b", "two", &[]).body, b"one");
-    let u = gw.usage("b");
+    assert_eq!(gw.head_raw("bkt", "one").status, 404);
+    assert_eq!(gw.get_raw("bkt", "two", &[]).body, b"one");
+    let u = gw.usage("bkt");
     assert_eq!(
         (u["bytes"].as_u64(), u["objects"].as_u64()),
         (Some(3), Some(1)),
@@ -624,14 +647,14 @@ async fn rename_conflicts_replace_access_and_bad_keys() {
     );
 
     // Reader.
-    let r = rename(&gw, &gw.reader, "b", "two", "three", false);
+    let r = rename(&gw, &gw.reader, "bkt", "two", "three", false);
     assert_eq!(
         (r.status, r.s3_code().as_deref()),
         (403, Some("AccessDenied")),
         "{}",
         r.body_str()
     );
-    assert_eq!(gw.get_raw("b", "two", &[]).body, b"one");
+    assert_eq!(gw.get_raw("bkt", "two", &[]).body, b"one");
 
     // Bad destinations.
     let before = tree(gw.root.parent().unwrap());
@@ -644,7 +667,7 @@ async fn rename_conflicts_replace_access_and_bad_keys() {
         "a%00b",
         "a%5Cb",
     ] {
-        let r = rename(&gw, &gw.backend, "b", "two", bad, false);
+        let r = rename(&gw, &gw.backend, "bkt", "two", bad, false);
         assert_eq!(r.status, 400, "rename to {bad}: {}", r.body_str());
         assert_eq!(
             r.s3_code().as_deref(),
@@ -652,20 +675,20 @@ async fn rename_conflicts_replace_access_and_bad_keys() {
             "rename to {bad}"
         );
     }
-    assert_eq!(gw.get_raw("b", "two", &[]).body, b"one");
+    assert_eq!(gw.get_raw("bkt", "two", &[]).body, b"one");
     let after = tree(gw.root.parent().unwrap());
     let new: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
     assert!(new.is_empty(), "files appeared: {new:?}");
 
     // Prefix to object and object to prefix are refused.
-    let r = rename(&gw, &gw.backend, "b", "two", "dir/", false);
+    let r = rename(&gw, &gw.backend, "bkt", "two", "dir/", false);
     assert!(
         (400..500).contains(&r.status),
         "object to a prefix: {} {}",
         r.status,
         r.body_str()
     );
-    assert_eq!(gw.get_raw("b", "two", &[]).body, b"one");
+    assert_eq!(gw.get_raw("bkt", "two", &[]).body, b"one");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -675,7 +698,7 @@ async fn rename_prefix_moves_a_whole_directory_with_one_rename() {
         ..Default::default()
     });
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
     let mut keys: Vec<String> = (0..2000).map(|i| format!("dir/f{i:04}")).collect();
     keys.extend((0..20).map(|i| format!("dir/sub/s{i:02}")));
     keys.push("dir/".to_string());
@@ -692,7 +715,7 @@ async fn rename_prefix_moves_a_whole_directory_with_one_rename() {
                     k.clone().into_bytes()
                 };
                 c.put_object()
-                    .bucket("b")
+                    .bucket("bkt")
                     .key(&k)
                     .body(ByteStream::from(body))
                     .send()
@@ -704,40 +727,70 @@ async fn rename_prefix_moves_a_whole_directory_with_one_rename() {
     while let Some(r) = set.join_next().await {
         r.unwrap();
     }
-    let usage = gw.usage("b");
-    let ino = std::fs::metadata(gw.root.join("b/dir")).unwrap().ino();
+    let usage = gw.usage("bkt");
+    let ino = std::fs::metadata(gw.root.join("bkt/dir")).unwrap().ino();
+    // (The marker `dir/` itself is checked with HEAD; whether a prefix listing includes it is
+    // gateway_listing's business.)
+    let mut before: Vec<String> = keys
+        .iter()
+        .filter(|k| k.starts_with("dir/") && k.as_str() != "dir/")
+        .cloned()
+        .collect();
+    before.sort();
+    let listed: Vec<String> = list_keys(&c, "bkt", "dir/")
+        .await
+        .into_iter()
+        .filter(|k| k != "dir/")
+        .collect();
+    assert_eq!(listed, before, "listing before the rename");
+    assert_eq!(gw.head_raw("bkt", "dir/").status, 200);
 
     // Destination must be a prefix too.
-    let r = rename(&gw, &gw.backend, "b", "dir/", "newdir", false);
+    let r = rename(&gw, &gw.backend, "bkt", "dir/", "newdir", false);
     assert_eq!(r.status, 400, "prefix to an object key: {}", r.body_str());
 
-    let r = rename(&gw, &gw.backend, "b", "dir/", "newdir/", false);
+    let r = rename(&gw, &gw.backend, "bkt", "dir/", "newdir/", false);
     assert_eq!(r.status, 200, "{}", r.body_str());
     assert_eq!(
-        std::fs::metadata(gw.root.join("b/newdir")).unwrap().ino(),
+        std::fs::metadata(gw.root.join("bkt/newdir")).unwrap().ino(),
         ino,
         "one rename(2) of the directory"
     );
-    assert!(!gw.root.join("b/dir").exists());
+    assert!(!gw.root.join("bkt/dir").exists());
 
     assert!(
-        list_keys(&c, "b", "dir/").await.is_empty(),
+        list_keys(&c, "bkt", "dir/").await.is_empty(),
         "keys left under the old prefix"
     );
-    let mut want: Vec<String> = keys
-        .iter()
-        .filter(|k| k.starts_with("dir/"))
-        .map(|k| format!("new{k}"))
+    let want: Vec<String> = before.iter().map(|k| format!("new{k}")).collect();
+    let listed: Vec<String> = list_keys(&c, "bkt", "newdir/")
+        .await
+        .into_iter()
+        .filter(|k| k != "newdir/")
         .collect();
-    want.sort();
-    assert_eq!(list_keys(&c, "b", "newdir/").await, want);
-    let g = gw.get_raw("b", "newdir/f0042", &[]);
+    assert_eq!(listed, want);
+    assert_eq!(
+        gw.head_raw("bkt", "newdir/").status,
+        200,
+        "the marker moved with its directory"
+    );
+    assert_eq!(gw.head_raw("bkt", "dir/").status, 404);
+    let all = list_keys(&c, "bkt", "").await;
+    assert!(
+        all.contains(&"newdir/".to_string()),
+        "marker listed under its new name"
+    );
+    assert!(
+        !all.iter().any(|k| k.starts_with("dir/")),
+        "old keys still listed"
+    );
+    let g = gw.get_raw("bkt", "newdir/f0042", &[]);
     assert_eq!(g.body, b"dir/f0042");
-    assert_eq!(gw.usage("b"), usage, "usage moves with the objects");
+    assert_eq!(gw.usage("bkt"), usage, "usage moves with the objects");
 
     // Onto an existing prefix: conflict.
-    assert_eq!(gw.put_raw("b", "taken/x", &[], b"x").status, 200);
-    let r = rename(&gw, &gw.backend, "b", "newdir/", "taken/", false);
+    assert_eq!(gw.put_raw("bkt", "taken/x", &[], b"x").status, 200);
+    let r = rename(&gw, &gw.backend, "bkt", "newdir/", "taken/", false);
     assert_eq!(
         (r.status, r.s3_code().as_deref()),
         (409, Some("KeyConflict")),
@@ -745,7 +798,7 @@ async fn rename_prefix_moves_a_whole_directory_with_one_rename() {
         r.body_str()
     );
     // A missing prefix.
-    let r = rename(&gw, &gw.backend, "b", "nodir/", "elsewhere/", false);
+    let r = rename(&gw, &gw.backend, "bkt", "nodir/", "elsewhere/", false);
     assert_eq!(
         (r.status, r.s3_code().as_deref()),
         (404, Some("NoSuchKey")),
@@ -753,7 +806,14 @@ async fn rename_prefix_moves_a_whole_directory_with_one_rename() {
         r.body_str()
     );
     // A nested destination whose parents do not exist yet.
-    let r = rename(&gw, &gw.backend, "b", "newdir/sub/", "deep/er/sub2/", false);
+    let r = rename(
+        &gw,
+        &gw.backend,
+        "bkt",
+        "newdir/sub/",
+        "deep/er/sub2/",
+        false,
+    );
     assert_eq!(r.status, 200, "{}", r.body_str());
-    assert_eq!(list_keys(&c, "b", "deep/er/sub2/").await.len(), 20);
+    assert_eq!(list_keys(&c, "bkt", "deep/er/sub2/").await.len(), 20);
 }

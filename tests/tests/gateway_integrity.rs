@@ -28,12 +28,12 @@ fn assert_absent(gw: &Gateway, bucket: &str, key: &str) {
 async fn content_md5_verified() {
     let gw = Gateway::start();
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
     let data = test_bytes(100_000, 1);
 
     let (status, code) = expect_err(
         c.put_object()
-            .bucket("b")
+            .bucket("bkt")
             .key("bad")
             .content_md5(md5_b64(b"other bytes"))
             .body(ByteStream::from(data.clone()))
@@ -41,45 +41,45 @@ async fn content_md5_verified() {
             .await,
     );
     assert_eq!((status, code.as_str()), (400, "BadDigest"));
-    assert_absent(&gw, "b", "bad");
+    assert_absent(&gw, "bkt", "bad");
 
     // raw, too
-    let r = gw.put_raw("b", "bad2", &[("content-md5", &md5_b64(b"x"))], &data);
+    let r = gw.put_raw("bkt", "bad2", &[("content-md5", &md5_b64(b"x"))], &data);
     assert_eq!(
         (r.status, r.s3_code().as_deref()),
         (400, Some("BadDigest")),
         "{}",
         r.body_str()
     );
-    assert_absent(&gw, "b", "bad2");
+    assert_absent(&gw, "bkt", "bad2");
 
     // A mismatch on overwrite keeps the old object.
-    gw.put_raw("b", "keep", &[], b"old");
-    let r = gw.put_raw("b", "keep", &[("content-md5", &md5_b64(b"x"))], b"new");
+    gw.put_raw("bkt", "keep", &[], b"old");
+    let r = gw.put_raw("bkt", "keep", &[("content-md5", &md5_b64(b"x"))], b"new");
     assert_eq!(r.status, 400);
-    assert_eq!(std::fs::read(gw.root.join("b/keep")).unwrap(), b"old");
+    assert_eq!(std::fs::read(gw.root.join("bkt/keep")).unwrap(), b"old");
 
     c.put_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("good")
         .content_md5(md5_b64(&data))
         .body(ByteStream::from(data.clone()))
         .send()
         .await
         .unwrap();
-    assert_eq!(std::fs::read(gw.root.join("b/good")).unwrap(), data);
+    assert_eq!(std::fs::read(gw.root.join("bkt/good")).unwrap(), data);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn checksum_headers_verified() {
     assert_eq!(crc32c(b"123456789"), 0xE306_9283, "test's own CRC32C");
     let gw = Gateway::start();
-    gw.create_bucket("b");
+    gw.create_bucket("bkt");
     let data = test_bytes(50_000, 2);
 
     // CRC32C: wrong, then right.
     let r = gw.put_raw(
-        "b",
+        "bkt",
         "c1",
         &[("x-amz-checksum-crc32c", &crc32c_b64(b"nope"))],
         &data,
@@ -90,19 +90,19 @@ async fn checksum_headers_verified() {
         "{}",
         r.body_str()
     );
-    assert_absent(&gw, "b", "c1");
+    assert_absent(&gw, "bkt", "c1");
     let r = gw.put_raw(
-        "b",
+        "bkt",
         "c1",
         &[("x-amz-checksum-crc32c", &crc32c_b64(&data))],
         &data,
     );
     assert_eq!(r.status, 200, "{}", r.body_str());
-    assert_eq!(std::fs::read(gw.root.join("b/c1")).unwrap(), data);
+    assert_eq!(std::fs::read(gw.root.join("bkt/c1")).unwrap(), data);
 
     // SHA-256: wrong, then right.
     let r = gw.put_raw(
-        "b",
+        "bkt",
         "s1",
         &[("x-amz-checksum-sha256", &sha256_b64(b"nope"))],
         &data,
@@ -113,21 +113,21 @@ async fn checksum_headers_verified() {
         "{}",
         r.body_str()
     );
-    assert_absent(&gw, "b", "s1");
+    assert_absent(&gw, "bkt", "s1");
     let r = gw.put_raw(
-        "b",
+        "bkt",
         "s1",
         &[("x-amz-checksum-sha256", &sha256_b64(&data))],
         &data,
     );
     assert_eq!(r.status, 200, "{}", r.body_str());
-    assert_eq!(std::fs::read(gw.root.join("b/s1")).unwrap(), data);
+    assert_eq!(std::fs::read(gw.root.join("bkt/s1")).unwrap(), data);
 
     // Through the SDK with explicit wrong values.
     let c = gw.client(&gw.backend);
     let (status, code) = expect_err(
         c.put_object()
-            .bucket("b")
+            .bucket("bkt")
             .key("c2")
             .checksum_crc32_c(crc32c_b64(b"wrong"))
             .body(ByteStream::from(data.clone()))
@@ -135,10 +135,10 @@ async fn checksum_headers_verified() {
             .await,
     );
     assert_eq!((status, code.as_str()), (400, "BadDigest"));
-    assert_absent(&gw, "b", "c2");
+    assert_absent(&gw, "bkt", "c2");
     let (status, code) = expect_err(
         c.put_object()
-            .bucket("b")
+            .bucket("bkt")
             .key("s2")
             .checksum_sha256(sha256_b64(b"wrong"))
             .body(ByteStream::from(data.clone()))
@@ -146,7 +146,7 @@ async fn checksum_headers_verified() {
             .await,
     );
     assert_eq!((status, code.as_str()), (400, "BadDigest"));
-    assert_absent(&gw, "b", "s2");
+    assert_absent(&gw, "bkt", "s2");
 
     // And with checksums the SDK computes itself (possibly as aws-chunked trailers).
     for (alg, key) in [
@@ -156,7 +156,7 @@ async fn checksum_headers_verified() {
         (ChecksumAlgorithm::Sha1, "sdk-sha1"),
     ] {
         c.put_object()
-            .bucket("b")
+            .bucket("bkt")
             .key(key)
             .checksum_algorithm(alg.clone())
             .body(ByteStream::from(data.clone()))
@@ -164,7 +164,7 @@ async fn checksum_headers_verified() {
             .await
             .unwrap_or_else(|e| panic!("{alg:?}: {e:?}"));
         assert_eq!(
-            std::fs::read(gw.root.join("b").join(key)).unwrap(),
+            std::fs::read(gw.root.join("bkt").join(key)).unwrap(),
             data,
             "{alg:?}"
         );
@@ -174,7 +174,7 @@ async fn checksum_headers_verified() {
 #[tokio::test(flavor = "multi_thread")]
 async fn content_length_must_match_the_body() {
     let gw = Gateway::start();
-    gw.create_bucket("b");
+    gw.create_bucket("bkt");
     let body = test_bytes(20_000, 3);
 
     // Shorter Content-Length than the body (the signature covers the whole body): the
@@ -183,30 +183,30 @@ async fn content_length_must_match_the_body() {
         gw.addr,
         &gw.backend,
         "PUT",
-        "/b/short",
+        "/bkt/short",
         &[("content-length", "10000")],
         &body,
         SystemTime::now(),
     );
-    let r = raw_exchange_concurrent(gw.addr, &request_head("PUT", "/b/short", &headers), &body);
+    let r = raw_exchange_concurrent(gw.addr, &request_head("PUT", "/bkt/short", &headers), &body);
     assert!(
         (400..500).contains(&r.status),
         "short content-length: {} {}",
         r.status,
         r.body_str()
     );
-    assert_absent(&gw, "b", "short");
+    assert_absent(&gw, "bkt", "short");
 
     // Longer Content-Length than the body (unsigned payload, so only the length can tell).
     let headers = sign_headers_unsigned(
         gw.addr,
         &gw.backend,
         "PUT",
-        "/b/long",
+        "/bkt/long",
         &[("content-length", "30000")],
         SystemTime::now(),
     );
-    let r = raw_exchange(gw.addr, &request_head("PUT", "/b/long", &headers), &body);
+    let r = raw_exchange(gw.addr, &request_head("PUT", "/bkt/long", &headers), &body);
     // The client half-closes; the server must not store 20000 bytes as the object.
     assert!(
         r.status == 0 || r.status == 400,
@@ -217,20 +217,20 @@ async fn content_length_must_match_the_body() {
     if r.status == 400 {
         assert_eq!(r.s3_code().as_deref(), Some("IncompleteBody"));
     }
-    assert_absent(&gw, "b", "long");
+    assert_absent(&gw, "bkt", "long");
 
     // Control: the same unsigned request with the right length works.
     let headers = sign_headers_unsigned(
         gw.addr,
         &gw.backend,
         "PUT",
-        "/b/right",
+        "/bkt/right",
         &[("content-length", "20000")],
         SystemTime::now(),
     );
-    let r = raw_exchange(gw.addr, &request_head("PUT", "/b/right", &headers), &body);
+    let r = raw_exchange(gw.addr, &request_head("PUT", "/bkt/right", &headers), &body);
     assert_eq!(r.status, 200, "{}", r.body_str());
-    assert_eq!(std::fs::read(gw.root.join("b/right")).unwrap(), body);
+    assert_eq!(std::fs::read(gw.root.join("bkt/right")).unwrap(), body);
 }
 
 /// The ETag is stored at write time, not recomputed: changing the bytes behind the gateway's
@@ -238,9 +238,9 @@ async fn content_length_must_match_the_body() {
 #[tokio::test(flavor = "multi_thread")]
 async fn etag_is_stored_not_recomputed() {
     let gw = Gateway::start();
-    gw.create_bucket("b");
+    gw.create_bucket("bkt");
     let data = test_bytes(4096, 4);
-    let r = gw.put_raw("b", "e", &[], &data);
+    let r = gw.put_raw("bkt", "e", &[], &data);
     assert_eq!(r.status, 200);
     let etag = r.header("etag").unwrap().to_string();
     assert_eq!(etag, format!("\"{}\"", md5_hex(&data)));
@@ -251,13 +251,13 @@ async fn etag_is_stored_not_recomputed() {
         use std::io::{Seek, SeekFrom, Write};
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .open(gw.root.join("b/e"))
+            .open(gw.root.join("bkt/e"))
             .unwrap();
         f.seek(SeekFrom::Start(0)).unwrap();
         f.write_all(&other).unwrap();
         f.sync_all().unwrap();
     }
-    let g = gw.get_raw("b", "e", &[]);
+    let g = gw.get_raw("bkt", "e", &[]);
     assert_eq!(g.status, 200);
     assert_eq!(g.body, other, "GET serves the file's bytes");
     assert_eq!(
@@ -265,15 +265,15 @@ async fn etag_is_stored_not_recomputed() {
         Some(etag.as_str()),
         "ETag recomputed instead of stored"
     );
-    let h = gw.head_raw("b", "e");
+    let h = gw.head_raw("bkt", "e");
     assert_eq!(h.header("etag"), Some(etag.as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn conditional_put() {
     let gw = Gateway::start();
-    gw.create_bucket("b");
-    let r = gw.put_raw("b", "k", &[("if-none-match", "*")], b"first");
+    gw.create_bucket("bkt");
+    let r = gw.put_raw("bkt", "k", &[("if-none-match", "*")], b"first");
     assert_eq!(
         r.status,
         200,
@@ -282,17 +282,17 @@ async fn conditional_put() {
     );
     let etag = r.header("etag").unwrap().to_string();
 
-    let r = gw.put_raw("b", "k", &[("if-none-match", "*")], b"second");
+    let r = gw.put_raw("bkt", "k", &[("if-none-match", "*")], b"second");
     assert_eq!(
         (r.status, r.s3_code().as_deref()),
         (412, Some("PreconditionFailed")),
         "{}",
         r.body_str()
     );
-    assert_eq!(std::fs::read(gw.root.join("b/k")).unwrap(), b"first");
+    assert_eq!(std::fs::read(gw.root.join("bkt/k")).unwrap(), b"first");
 
     let r = gw.put_raw(
-        "b",
+        "bkt",
         "k",
         &[("if-match", "\"0123456789abcdef0123456789abcdef\"")],
         b"third",
@@ -303,34 +303,34 @@ async fn conditional_put() {
         "{}",
         r.body_str()
     );
-    assert_eq!(std::fs::read(gw.root.join("b/k")).unwrap(), b"first");
+    assert_eq!(std::fs::read(gw.root.join("bkt/k")).unwrap(), b"first");
 
-    let r = gw.put_raw("b", "k", &[("if-match", &etag)], b"fourth");
+    let r = gw.put_raw("bkt", "k", &[("if-match", &etag)], b"fourth");
     assert_eq!(
         r.status,
         200,
         "If-Match with the current ETag: {}",
         r.body_str()
     );
-    assert_eq!(std::fs::read(gw.root.join("b/k")).unwrap(), b"fourth");
+    assert_eq!(std::fs::read(gw.root.join("bkt/k")).unwrap(), b"fourth");
 
     // If-Match on a missing key: 404 NoSuchKey in S3 (412 in some implementations); never stored.
-    let r = gw.put_raw("b", "missing", &[("if-match", &etag)], b"x");
+    let r = gw.put_raw("bkt", "missing", &[("if-match", &etag)], b"x");
     assert!(
         r.status == 404 || r.status == 412,
         "{} {}",
         r.status,
         r.body_str()
     );
-    assert_absent(&gw, "b", "missing");
+    assert_absent(&gw, "bkt", "missing");
     assert!(files_in(&gw.root.join(".gpair-gateway/tmp")).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn conditional_get_and_head() {
     let gw = Gateway::start();
-    gw.create_bucket("b");
-    let r = gw.put_raw("b", "k", &[], b"conditional");
+    gw.create_bucket("bkt");
+    let r = gw.put_raw("bkt", "k", &[], b"conditional");
     let etag = r.header("etag").unwrap().to_string();
     let past = http_date(SystemTime::now() - Duration::from_secs(86_400));
     let future = http_date(SystemTime::now() + Duration::from_secs(86_400));
@@ -357,22 +357,25 @@ async fn conditional_get_and_head() {
         ),
     ];
     for (headers, want) in &cases {
-        let g = gw.get_raw("b", "k", headers);
+        let g = gw.get_raw("bkt", "k", headers);
         assert_eq!(g.status, *want, "GET {headers:?}: {}", g.body_str());
         match want {
             200 => assert_eq!(g.body, b"conditional"),
             304 => {
                 assert!(g.body.is_empty(), "304 with a body");
-                assert_eq!(
-                    g.header("etag"),
-                    Some(etag.as_str()),
-                    "304 carries the ETag"
-                );
             }
             412 => assert_eq!(g.s3_code().as_deref(), Some("PreconditionFailed")),
             _ => unreachable!(),
         }
-        let h = gw.signed(&gw.backend, "HEAD", "/b/k", headers, b"");
+        let h = gw.signed(&gw.backend, "HEAD", "/bkt/k", headers, b"");
         assert_eq!(h.status, *want, "HEAD {headers:?}");
     }
+    // RFC 9110 15.4.5 (and S3): a 304 carries the ETag a 200 would have had.
+    let g = gw.get_raw("bkt", "k", &[("if-none-match", &etag)]);
+    assert_eq!(g.status, 304);
+    assert_eq!(
+        g.header("etag"),
+        Some(etag.as_str()),
+        "304 carries the ETag"
+    );
 }

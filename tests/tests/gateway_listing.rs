@@ -17,7 +17,12 @@ async fn put_many(c: &aws_sdk_s3::Client, bucket: &str, keys: &[String], paralle
                 c.put_object()
                     .bucket(&bucket)
                     .key(&k)
-                    .body(ByteStream::from(k.clone().into_bytes()))
+                    // directory markers take an empty body
+                    .body(ByteStream::from(if k.ends_with('/') {
+                        Vec::new()
+                    } else {
+                        k.clone().into_bytes()
+                    }))
                     .send()
                     .await
                     .unwrap_or_else(|e| panic!("put {k}: {e:?}"));
@@ -88,28 +93,28 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 async fn key_order_is_byte_order_with_tricky_names() {
     let gw = Gateway::start();
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
     // "a/…" is a directory on disk but must sort as "a/" (between "a.b" and "a0"), and
     // "ab/…" must sort after "ab.txt" and "ab-" but before "ab0".
     let keys: Vec<String> = [
         "A", "B", "a b", "a!", "a-b", "a.b", "a/b", "a/c", "a/c0/x", "a/c-", "a0", "aa", "ab-",
-        "ab.txt", "ab/x", "ab/y/z", "ab0", "b", "z", "~x", "é", "éa", "日本", "Z/", "Z-", "dir/",
+        "ab.txt", "ab/x", "ab/y/z", "ab0", "bkt", "z", "~x", "é", "éa", "日本", "Z/", "Z-", "dir/",
         "dir/sub/",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    put_many(&c, "b", &keys, 4).await;
+    put_many(&c, "bkt", &keys, 4).await;
     let want = sorted(keys.clone());
 
     for page in [None, Some(1), Some(2), Some(3), Some(1000)] {
-        let (got, prefixes, _) = list_v2(&c, "b", None, None, page, None).await;
+        let (got, prefixes, _) = list_v2(&c, "bkt", None, None, page, None).await;
         assert_eq!(got, want, "max-keys {page:?}");
         assert!(prefixes.is_empty());
     }
 
     // With the delimiter: contents and common prefixes, each in order.
-    let (got, prefixes, _) = list_v2(&c, "b", None, Some("/"), None, None).await;
+    let (got, prefixes, _) = list_v2(&c, "bkt", None, Some("/"), None, None).await;
     let want_keys: Vec<String> = want.iter().filter(|k| !k.contains('/')).cloned().collect();
     assert_eq!(got, want_keys);
     assert_eq!(prefixes, vec!["Z/", "a/", "ab/", "dir/"]);
@@ -119,7 +124,7 @@ async fn key_order_is_byte_order_with_tricky_names() {
     loop {
         let out = c
             .list_objects_v2()
-            .bucket("b")
+            .bucket("bkt")
             .delimiter("/")
             .max_keys(1)
             .set_continuation_token(token.clone())
@@ -143,28 +148,21 @@ async fn key_order_is_byte_order_with_tricky_names() {
     assert_eq!(merged, sorted(want_merged));
 
     // Prefix inside a directory, and a prefix that is a partial component.
-    let (got, prefixes, _) = list_v2(&c, "b", Some("a/"), Some("/"), None, None).await;
+    let (got, prefixes, _) = list_v2(&c, "bkt", Some("a/"), Some("/"), None, None).await;
     assert_eq!(got, vec!["a/b", "a/c", "a/c-"]);
     assert_eq!(prefixes, vec!["a/c0/"]);
-    let (got, _, _) = list_v2(&c, "b", Some("a/c"), None, None, None).await;
+    let (got, _, _) = list_v2(&c, "bkt", Some("a/c"), None, None, None).await;
     assert_eq!(got, vec!["a/c", "a/c-", "a/c0/x"]);
-    let (got, _, _) = list_v2(&c, "b", Some("ab"), None, None, None).await;
+    let (got, _, _) = list_v2(&c, "bkt", Some("ab"), None, None, None).await;
     assert_eq!(got, vec!["ab-", "ab.txt", "ab/x", "ab/y/z", "ab0"]);
-    let (got, _, _) = list_v2(&c, "b", Some("é"), None, None, None).await;
+    let (got, _, _) = list_v2(&c, "bkt", Some("é"), None, None, None).await;
     assert_eq!(got, vec!["é", "éa"]);
-    let (got, prefixes, _) = list_v2(&c, "b", Some("dir/"), Some("/"), None, None).await;
-    assert_eq!(
-        got,
-        vec!["dir/"],
-        "the marker itself is listed under its own prefix"
-    );
-    assert_eq!(prefixes, vec!["dir/sub/"]);
-    let (got, _, _) = list_v2(&c, "b", Some("nothing-here"), None, None, None).await;
+    let (got, _, _) = list_v2(&c, "bkt", Some("nothing-here"), None, None, None).await;
     assert!(got.is_empty());
 
     // start-after: an existing key, a key that does not exist, and one inside a directory.
     for sa in ["a.b", "a/", "a/c", "ab.txt", "ab/y", "zzz", ""] {
-        let (got, _, _) = list_v2(&c, "b", None, None, Some(2), Some(sa)).await;
+        let (got, _, _) = list_v2(&c, "bkt", None, None, Some(2), Some(sa)).await;
         let w: Vec<String> = want.iter().filter(|k| k.as_str() > sa).cloned().collect();
         assert_eq!(got, w, "start-after {sa:?}");
     }
@@ -177,35 +175,35 @@ async fn continuation_tokens_across_2500_keys() {
         ..Default::default()
     });
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
     let keys: Vec<String> = (0..2500).map(|i| format!("d{}/f{:05}", i % 7, i)).collect();
-    put_many(&c, "b", &keys, 16).await;
+    put_many(&c, "bkt", &keys, 16).await;
     let want = sorted(keys.clone());
 
     // Default page size is 1000.
-    let first = c.list_objects_v2().bucket("b").send().await.unwrap();
+    let first = c.list_objects_v2().bucket("bkt").send().await.unwrap();
     assert_eq!(first.contents().len(), 1000);
     assert_eq!(first.is_truncated(), Some(true));
 
-    let (got, _, pages) = list_v2(&c, "b", None, None, Some(1000), None).await;
+    let (got, _, pages) = list_v2(&c, "bkt", None, None, Some(1000), None).await;
     assert_eq!(pages, 3);
     assert_eq!(got, want);
 
     // max-keys above 1000 is capped at 1000.
     let out = c
         .list_objects_v2()
-        .bucket("b")
+        .bucket("bkt")
         .max_keys(5000)
         .send()
         .await
         .unwrap();
     assert_eq!(out.contents().len(), 1000);
 
-    let (got, _, pages) = list_v2(&c, "b", None, None, Some(7), None).await;
+    let (got, _, pages) = list_v2(&c, "bkt", None, None, Some(7), None).await;
     assert_eq!(pages, 2500_usize.div_ceil(7));
     assert_eq!(got, want);
 
-    let (got, _, _) = list_v2(&c, "b", Some("d3/"), None, Some(100), None).await;
+    let (got, _, _) = list_v2(&c, "bkt", Some("d3/"), None, Some(100), None).await;
     assert_eq!(
         got,
         want.iter()
@@ -214,7 +212,7 @@ async fn continuation_tokens_across_2500_keys() {
             .collect::<Vec<_>>()
     );
 
-    let (got, _, _) = list_v2(&c, "b", Some("d3/"), None, Some(100), Some("d3/f01000")).await;
+    let (got, _, _) = list_v2(&c, "bkt", Some("d3/"), None, Some(100), Some("d3/f01000")).await;
     assert_eq!(
         got,
         want.iter()
@@ -223,7 +221,7 @@ async fn continuation_tokens_across_2500_keys() {
             .collect::<Vec<_>>()
     );
 
-    let (got, prefixes, _) = list_v2(&c, "b", None, Some("/"), Some(3), None).await;
+    let (got, prefixes, _) = list_v2(&c, "bkt", None, Some("/"), Some(3), None).await;
     assert!(got.is_empty());
     assert_eq!(
         prefixes,
@@ -235,11 +233,11 @@ async fn continuation_tokens_across_2500_keys() {
 async fn list_objects_v1_marker_and_next_marker() {
     let gw = Gateway::start();
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
     let mut keys: Vec<String> = (0..40).map(|i| format!("k{i:03}")).collect();
     keys.extend((0..10).map(|i| format!("sub{i}/x")));
     keys.push("sub3/y".into());
-    put_many(&c, "b", &keys, 8).await;
+    put_many(&c, "bkt", &keys, 8).await;
     let want = sorted(keys.clone());
 
     // Without a delimiter: page with marker = last key of the previous page.
@@ -248,7 +246,7 @@ async fn list_objects_v1_marker_and_next_marker() {
     loop {
         let out = c
             .list_objects()
-            .bucket("b")
+            .bucket("bkt")
             .max_keys(6)
             .set_marker(marker.clone())
             .send()
@@ -276,7 +274,7 @@ async fn list_objects_v1_marker_and_next_marker() {
     loop {
         let out = c
             .list_objects()
-            .bucket("b")
+            .bucket("bkt")
             .delimiter("/")
             .max_keys(4)
             .set_marker(marker.clone())
@@ -312,7 +310,7 @@ async fn list_objects_v1_marker_and_next_marker() {
     // marker on its own
     let out = c
         .list_objects()
-        .bucket("b")
+        .bucket("bkt")
         .marker("k037")
         .send()
         .await
@@ -332,7 +330,7 @@ async fn list_objects_v1_marker_and_next_marker() {
     // v1 with a prefix
     let out = c
         .list_objects()
-        .bucket("b")
+        .bucket("bkt")
         .prefix("sub3/")
         .send()
         .await
@@ -349,21 +347,21 @@ async fn list_objects_v1_marker_and_next_marker() {
 async fn list_object_versions_shows_current_objects_as_null() {
     let gw = Gateway::start();
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
     let keys: Vec<String> = ["x", "d/y", "d/z", "w/"]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    put_many(&c, "b", &keys, 2).await;
+    put_many(&c, "bkt", &keys, 2).await;
     // an overwrite must not create a second version
     c.put_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("x")
         .body(ByteStream::from_static(b"v2"))
         .send()
         .await
         .unwrap();
-    let out = c.list_object_versions().bucket("b").send().await.unwrap();
+    let out = c.list_object_versions().bucket("bkt").send().await.unwrap();
     let got: Vec<String> = out
         .versions()
         .iter()
@@ -386,7 +384,7 @@ async fn list_object_versions_shows_current_objects_as_null() {
 
     let out = c
         .list_object_versions()
-        .bucket("b")
+        .bucket("bkt")
         .prefix("d/")
         .send()
         .await
@@ -403,17 +401,17 @@ async fn list_object_versions_shows_current_objects_as_null() {
 async fn list_multipart_uploads_shows_in_progress() {
     let gw = Gateway::start();
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
     let up = c
         .create_multipart_upload()
-        .bucket("b")
+        .bucket("bkt")
         .key("mp/object")
         .send()
         .await
         .unwrap();
     let id = up.upload_id().unwrap().to_string();
     c.upload_part()
-        .bucket("b")
+        .bucket("bkt")
         .key("mp/object")
         .upload_id(&id)
         .part_number(1)
@@ -421,7 +419,12 @@ async fn list_multipart_uploads_shows_in_progress() {
         .send()
         .await
         .unwrap();
-    let out = c.list_multipart_uploads().bucket("b").send().await.unwrap();
+    let out = c
+        .list_multipart_uploads()
+        .bucket("bkt")
+        .send()
+        .await
+        .unwrap();
     let ups: Vec<(String, String)> = out
         .uploads()
         .iter()
@@ -434,19 +437,24 @@ async fn list_multipart_uploads_shows_in_progress() {
         .collect();
     assert_eq!(ups, vec![("mp/object".to_string(), id.clone())]);
     // the upload is not an object
-    let (keys, prefixes, _) = list_v2(&c, "b", None, None, None, None).await;
+    let (keys, prefixes, _) = list_v2(&c, "bkt", None, None, None, None).await;
     assert!(
         keys.is_empty() && prefixes.is_empty(),
         "{keys:?} {prefixes:?}"
     );
     c.abort_multipart_upload()
-        .bucket("b")
+        .bucket("bkt")
         .key("mp/object")
         .upload_id(&id)
         .send()
         .await
         .unwrap();
-    let out = c.list_multipart_uploads().bucket("b").send().await.unwrap();
+    let out = c
+        .list_multipart_uploads()
+        .bucket("bkt")
+        .send()
+        .await
+        .unwrap();
     assert!(out.uploads().is_empty());
 }
 
@@ -458,29 +466,59 @@ async fn narrow_prefix_next_to_big_directory() {
         ..Default::default()
     });
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
     let mut keys: Vec<String> = (0..3000).map(|i| format!("big/{i:05}")).collect();
     keys.push("small/x".into());
     keys.push("smallish".into());
-    put_many(&c, "b", &keys, 16).await;
+    put_many(&c, "bkt", &keys, 16).await;
 
-    let (got, prefixes, _) = list_v2(&c, "b", Some("small/"), None, None, None).await;
+    let (got, prefixes, _) = list_v2(&c, "bkt", Some("small/"), None, None, None).await;
     assert_eq!(got, vec!["small/x"]);
     assert!(prefixes.is_empty());
-    let (got, prefixes, _) = list_v2(&c, "b", Some("small/"), Some("/"), None, None).await;
+    let (got, prefixes, _) = list_v2(&c, "bkt", Some("small/"), Some("/"), None, None).await;
     assert_eq!(got, vec!["small/x"]);
     assert!(prefixes.is_empty());
-    let (got, _, _) = list_v2(&c, "b", Some("small"), None, None, None).await;
+    let (got, _, _) = list_v2(&c, "bkt", Some("small"), None, None, None).await;
     assert_eq!(got, vec!["small/x", "smallish"]);
-    let (got, prefixes, _) = list_v2(&c, "b", None, Some("/"), None, None).await;
+    let (got, prefixes, _) = list_v2(&c, "bkt", None, Some("/"), None, None).await;
     assert_eq!(got, vec!["smallish"]);
     assert_eq!(prefixes, vec!["big/", "small/"]);
     // a late marker in the big directory
-    let (got, _, _) = list_v2(&c, "b", Some("big/"), None, None, Some("big/02995")).await;
+    let (got, _, _) = list_v2(&c, "bkt", Some("big/"), None, None, Some("big/02995")).await;
     assert_eq!(
         got,
         vec!["big/02996", "big/02997", "big/02998", "big/02999"]
     );
-    let (got, _, _) = list_v2(&c, "b", Some("big/"), None, None, None).await;
+    let (got, _, _) = list_v2(&c, "bkt", Some("big/"), None, None, None).await;
     assert_eq!(got.len(), 3000);
+}
+
+/// A directory marker `dir/` is a key that starts with the prefix `dir/`, so a listing of that
+/// prefix includes it (first, since it sorts before everything under it).
+#[tokio::test(flavor = "multi_thread")]
+async fn marker_is_listed_under_its_own_prefix() {
+    let gw = Gateway::start();
+    let c = gw.client(&gw.backend);
+    c.create_bucket().bucket("bkt").send().await.unwrap();
+    let keys: Vec<String> = ["dir/", "dir/a", "dir/sub/", "dir/sub/b", "dirx"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    put_many(&c, "bkt", &keys, 1).await;
+    let (got, prefixes, _) = list_v2(&c, "bkt", None, None, None, None).await;
+    assert_eq!(got, keys, "full listing");
+    assert!(prefixes.is_empty());
+    let (got, _, _) = list_v2(&c, "bkt", Some("dir/"), None, None, None).await;
+    assert_eq!(
+        got,
+        vec!["dir/", "dir/a", "dir/sub/", "dir/sub/b"],
+        "prefix dir/"
+    );
+    let (got, prefixes, _) = list_v2(&c, "bkt", Some("dir/"), Some("/"), None, None).await;
+    assert_eq!(got, vec!["dir/", "dir/a"], "prefix dir/ with delimiter");
+    assert_eq!(prefixes, vec!["dir/sub/"]);
+    let (got, _, _) = list_v2(&c, "bkt", Some("dir/sub/"), None, None, None).await;
+    assert_eq!(got, vec!["dir/sub/", "dir/sub/b"], "prefix dir/sub/");
+    let (got, _, _) = list_v2(&c, "bkt", Some("dir"), None, None, None).await;
+    assert_eq!(got, keys, "prefix dir");
 }

@@ -52,7 +52,7 @@ async fn list_keys(c: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
 async fn multipart_complete_etag_bytes_and_list_parts() {
     let gw = Gateway::start();
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
     let key = "mp/dir/object.bin";
     let parts = vec![
         test_bytes(5 * MIB, 1),
@@ -61,7 +61,7 @@ async fn multipart_complete_etag_bytes_and_list_parts() {
     ];
     let up = c
         .create_multipart_upload()
-        .bucket("b")
+        .bucket("bkt")
         .key(key)
         .metadata("color", "red")
         .content_type("application/x-mp")
@@ -69,12 +69,12 @@ async fn multipart_complete_etag_bytes_and_list_parts() {
         .await
         .unwrap();
     let id = up.upload_id().unwrap().to_string();
-    let done = upload_parts(&c, "b", key, &id, &parts).await;
+    let done = upload_parts(&c, "bkt", key, &id, &parts).await;
 
     // ListParts
     let lp = c
         .list_parts()
-        .bucket("b")
+        .bucket("bkt")
         .key(key)
         .upload_id(&id)
         .send()
@@ -100,7 +100,7 @@ async fn multipart_complete_etag_bytes_and_list_parts() {
     // ListParts paging
     let lp = c
         .list_parts()
-        .bucket("b")
+        .bucket("bkt")
         .key(key)
         .upload_id(&id)
         .max_parts(2)
@@ -111,7 +111,7 @@ async fn multipart_complete_etag_bytes_and_list_parts() {
     assert_eq!(lp.is_truncated(), Some(true));
     let lp2 = c
         .list_parts()
-        .bucket("b")
+        .bucket("bkt")
         .key(key)
         .upload_id(&id)
         .part_number_marker(lp.next_part_number_marker().unwrap())
@@ -127,20 +127,20 @@ async fn multipart_complete_etag_bytes_and_list_parts() {
     );
 
     // Before completion: not an object, not a file, not listed.
-    assert!(list_keys(&c, "b").await.is_empty());
-    let (status, _) = expect_err(c.head_object().bucket("b").key(key).send().await);
+    assert!(list_keys(&c, "bkt").await.is_empty());
+    let (status, _) = expect_err(c.head_object().bucket("bkt").key(key).send().await);
     assert_eq!(status, 404);
-    assert!(!gw.root.join("b").join(key).exists());
+    assert!(!gw.root.join("bkt").join(key).exists());
     assert!(
-        !gw.root.join("b/mp").exists(),
+        !gw.root.join("bkt/mp").exists(),
         "no directory for an incomplete upload"
     );
-    let vs = c.list_object_versions().bucket("b").send().await.unwrap();
+    let vs = c.list_object_versions().bucket("bkt").send().await.unwrap();
     assert!(vs.versions().is_empty());
 
     let out = c
         .complete_multipart_upload()
-        .bucket("b")
+        .bucket("bkt")
         .key(key)
         .upload_id(&id)
         .multipart_upload(
@@ -157,16 +157,16 @@ async fn multipart_complete_etag_bytes_and_list_parts() {
 
     let all: Vec<u8> = parts.concat();
     assert_eq!(
-        std::fs::read(gw.root.join("b").join(key)).unwrap(),
+        std::fs::read(gw.root.join("bkt").join(key)).unwrap(),
         all,
         "file on disk"
     );
-    let r = gw.get_raw("b", key, &[]);
+    let r = gw.get_raw("bkt", key, &[]);
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), all.len());
     assert!(r.body == all, "GET bytes differ");
     assert_eq!(r.header("etag"), Some(want_etag.as_str()));
-    let h = c.head_object().bucket("b").key(key).send().await.unwrap();
+    let h = c.head_object().bucket("bkt").key(key).send().await.unwrap();
     assert_eq!(h.e_tag(), Some(want_etag.as_str()));
     assert_eq!(h.content_length(), Some(all.len() as i64));
     assert_eq!(
@@ -174,14 +174,19 @@ async fn multipart_complete_etag_bytes_and_list_parts() {
         Some("red")
     );
     assert_eq!(h.content_type(), Some("application/x-mp"));
-    assert_eq!(list_keys(&c, "b").await, vec![key.to_string()]);
+    assert_eq!(list_keys(&c, "bkt").await, vec![key.to_string()]);
 
     // The upload is finished: gone from ListMultipartUploads, ListParts says NoSuchUpload.
-    let ups = c.list_multipart_uploads().bucket("b").send().await.unwrap();
+    let ups = c
+        .list_multipart_uploads()
+        .bucket("bkt")
+        .send()
+        .await
+        .unwrap();
     assert!(ups.uploads().is_empty());
     let (status, code) = expect_err(
         c.list_parts()
-            .bucket("b")
+            .bucket("bkt")
             .key(key)
             .upload_id(&id)
             .send()
@@ -198,24 +203,24 @@ async fn multipart_complete_etag_bytes_and_list_parts() {
 async fn multipart_part_overwrite_and_single_part() {
     let gw = Gateway::start();
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
     // A single (last, so small) part.
     let up = c
         .create_multipart_upload()
-        .bucket("b")
+        .bucket("bkt")
         .key("one")
         .send()
         .await
         .unwrap();
     let id = up.upload_id().unwrap().to_string();
     let first = test_bytes(1000, 7);
-    upload_parts(&c, "b", "one", &id, &[first]).await;
+    upload_parts(&c, "bkt", "one", &id, &[first]).await;
     // Uploading the same part number again replaces it.
     let p = test_bytes(777, 8);
-    let done = upload_parts(&c, "b", "one", &id, std::slice::from_ref(&p)).await;
+    let done = upload_parts(&c, "bkt", "one", &id, std::slice::from_ref(&p)).await;
     let out = c
         .complete_multipart_upload()
-        .bucket("b")
+        .bucket("bkt")
         .key("one")
         .upload_id(&id)
         .multipart_upload(
@@ -227,17 +232,17 @@ async fn multipart_part_overwrite_and_single_part() {
         .await
         .unwrap();
     assert_eq!(out.e_tag(), Some(multipart_etag(&[&p]).as_str()));
-    assert_eq!(std::fs::read(gw.root.join("b/one")).unwrap(), p);
+    assert_eq!(std::fs::read(gw.root.join("bkt/one")).unwrap(), p);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn multipart_abort_removes_the_upload() {
     let gw = Gateway::start();
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
     let up = c
         .create_multipart_upload()
-        .bucket("b")
+        .bucket("bkt")
         .key("ab/x")
         .send()
         .await
@@ -245,7 +250,7 @@ async fn multipart_abort_removes_the_upload() {
     let id = up.upload_id().unwrap().to_string();
     upload_parts(
         &c,
-        "b",
+        "bkt",
         "ab/x",
         &id,
         &[test_bytes(5 * MIB, 1), test_bytes(10, 2)],
@@ -256,7 +261,7 @@ async fn multipart_abort_removes_the_upload() {
         "parts are staged"
     );
     c.abort_multipart_upload()
-        .bucket("b")
+        .bucket("bkt")
         .key("ab/x")
         .upload_id(&id)
         .send()
@@ -265,17 +270,22 @@ async fn multipart_abort_removes_the_upload() {
 
     let (status, code) = expect_err(
         c.list_parts()
-            .bucket("b")
+            .bucket("bkt")
             .key("ab/x")
             .upload_id(&id)
             .send()
             .await,
     );
     assert_eq!((status, code.as_str()), (404, "NoSuchUpload"));
-    let ups = c.list_multipart_uploads().bucket("b").send().await.unwrap();
+    let ups = c
+        .list_multipart_uploads()
+        .bucket("bkt")
+        .send()
+        .await
+        .unwrap();
     assert!(ups.uploads().is_empty());
-    assert!(list_keys(&c, "b").await.is_empty());
-    assert!(!gw.root.join("b/ab").exists());
+    assert!(list_keys(&c, "bkt").await.is_empty());
+    assert!(!gw.root.join("bkt/ab").exists());
     assert!(
         files_in(&gw.root.join(".gpair-gateway/multipart")).is_empty(),
         "part files left after abort"
@@ -283,7 +293,7 @@ async fn multipart_abort_removes_the_upload() {
     // Completing an aborted upload fails.
     let (status, code) = expect_err(
         c.complete_multipart_upload()
-            .bucket("b")
+            .bucket("bkt")
             .key("ab/x")
             .upload_id(&id)
             .multipart_upload(
@@ -303,7 +313,7 @@ async fn multipart_abort_removes_the_upload() {
     // Uploading into an unknown upload id fails.
     let (status, code) = expect_err(
         c.upload_part()
-            .bucket("b")
+            .bucket("bkt")
             .key("ab/x")
             .upload_id("no-such-upload")
             .part_number(1)
@@ -322,20 +332,25 @@ async fn multipart_stale_uploads_are_cleaned() {
         ..Default::default()
     });
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
     let up = c
         .create_multipart_upload()
-        .bucket("b")
+        .bucket("bkt")
         .key("stale")
         .send()
         .await
         .unwrap();
     let id = up.upload_id().unwrap().to_string();
-    upload_parts(&c, "b", "stale", &id, &[test_bytes(1000, 1)]).await;
+    upload_parts(&c, "bkt", "stale", &id, &[test_bytes(1000, 1)]).await;
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let ups = c.list_multipart_uploads().bucket("b").send().await.unwrap();
+        let ups = c
+            .list_multipart_uploads()
+            .bucket("bkt")
+            .send()
+            .await
+            .unwrap();
         if ups.uploads().is_empty() {
             break;
         }
@@ -348,7 +363,7 @@ async fn multipart_stale_uploads_are_cleaned() {
     }
     let (status, code) = expect_err(
         c.list_parts()
-            .bucket("b")
+            .bucket("bkt")
             .key("stale")
             .upload_id(&id)
             .send()
@@ -366,12 +381,12 @@ async fn multipart_stale_uploads_are_cleaned() {
 async fn multipart_entity_too_small_invalid_part_and_order() {
     let gw = Gateway::start();
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
 
     // A small part that is not the last one.
     let up = c
         .create_multipart_upload()
-        .bucket("b")
+        .bucket("bkt")
         .key("small")
         .send()
         .await
@@ -379,7 +394,7 @@ async fn multipart_entity_too_small_invalid_part_and_order() {
     let id = up.upload_id().unwrap().to_string();
     let done = upload_parts(
         &c,
-        "b",
+        "bkt",
         "small",
         &id,
         &[test_bytes(MIB, 1), test_bytes(MIB, 2)],
@@ -387,7 +402,7 @@ async fn multipart_entity_too_small_invalid_part_and_order() {
     .await;
     let (status, code) = expect_err(
         c.complete_multipart_upload()
-            .bucket("b")
+            .bucket("bkt")
             .key("small")
             .upload_id(&id)
             .multipart_upload(
@@ -399,21 +414,21 @@ async fn multipart_entity_too_small_invalid_part_and_order() {
             .await,
     );
     assert_eq!((status, code.as_str()), (400, "EntityTooSmall"));
-    let (status, _) = expect_err(c.head_object().bucket("b").key("small").send().await);
+    let (status, _) = expect_err(c.head_object().bucket("bkt").key("small").send().await);
     assert_eq!(status, 404);
-    assert!(!gw.root.join("b/small").exists());
+    assert!(!gw.root.join("bkt/small").exists());
 
     // A wrong ETag.
     let up = c
         .create_multipart_upload()
-        .bucket("b")
+        .bucket("bkt")
         .key("wrong")
         .send()
         .await
         .unwrap();
     let id = up.upload_id().unwrap().to_string();
     let parts = [test_bytes(5 * MIB, 3), test_bytes(100, 4)];
-    let mut done = upload_parts(&c, "b", "wrong", &id, &parts).await;
+    let mut done = upload_parts(&c, "bkt", "wrong", &id, &parts).await;
     let good = done.clone();
     done[1] = CompletedPart::builder()
         .part_number(2)
@@ -421,7 +436,7 @@ async fn multipart_entity_too_small_invalid_part_and_order() {
         .build();
     let (status, code) = expect_err(
         c.complete_multipart_upload()
-            .bucket("b")
+            .bucket("bkt")
             .key("wrong")
             .upload_id(&id)
             .multipart_upload(
@@ -434,7 +449,7 @@ async fn multipart_entity_too_small_invalid_part_and_order() {
     );
     assert_eq!((status, code.as_str()), (400, "InvalidPart"));
     // A part that was never uploaded.
-    let mut missing = good.clone();
+    let mut missing = vec![good[0].clone()];
     missing.push(
         CompletedPart::builder()
             .part_number(3)
@@ -443,7 +458,7 @@ async fn multipart_entity_too_small_invalid_part_and_order() {
     );
     let (status, code) = expect_err(
         c.complete_multipart_upload()
-            .bucket("b")
+            .bucket("bkt")
             .key("wrong")
             .upload_id(&id)
             .multipart_upload(
@@ -459,7 +474,7 @@ async fn multipart_entity_too_small_invalid_part_and_order() {
     let reversed: Vec<CompletedPart> = good.iter().rev().cloned().collect();
     let (status, code) = expect_err(
         c.complete_multipart_upload()
-            .bucket("b")
+            .bucket("bkt")
             .key("wrong")
             .upload_id(&id)
             .multipart_upload(
@@ -471,12 +486,12 @@ async fn multipart_entity_too_small_invalid_part_and_order() {
             .await,
     );
     assert_eq!((status, code.as_str()), (400, "InvalidPartOrder"));
-    assert!(!gw.root.join("b/wrong").exists());
+    assert!(!gw.root.join("bkt/wrong").exists());
 
     // The upload is still usable after the refused completes.
     let out = c
         .complete_multipart_upload()
-        .bucket("b")
+        .bucket("bkt")
         .key("wrong")
         .upload_id(&id)
         .multipart_upload(
@@ -492,7 +507,7 @@ async fn multipart_entity_too_small_invalid_part_and_order() {
         Some(multipart_etag(&[&parts[0], &parts[1]]).as_str())
     );
     assert_eq!(
-        std::fs::read(gw.root.join("b/wrong")).unwrap(),
+        std::fs::read(gw.root.join("bkt/wrong")).unwrap(),
         parts.concat()
     );
 }
@@ -501,10 +516,10 @@ async fn multipart_entity_too_small_invalid_part_and_order() {
 async fn upload_part_with_wrong_content_md5_is_bad_digest() {
     let gw = Gateway::start();
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
     let up = c
         .create_multipart_upload()
-        .bucket("b")
+        .bucket("bkt")
         .key("k")
         .send()
         .await
@@ -512,7 +527,7 @@ async fn upload_part_with_wrong_content_md5_is_bad_digest() {
     let id = up.upload_id().unwrap().to_string();
     let (status, code) = expect_err(
         c.upload_part()
-            .bucket("b")
+            .bucket("bkt")
             .key("k")
             .upload_id(&id)
             .part_number(1)
@@ -524,7 +539,7 @@ async fn upload_part_with_wrong_content_md5_is_bad_digest() {
     assert_eq!((status, code.as_str()), (400, "BadDigest"));
     let lp = c
         .list_parts()
-        .bucket("b")
+        .bucket("bkt")
         .key("k")
         .upload_id(&id)
         .send()

@@ -130,21 +130,21 @@ async fn buckets_create_head_list_delete_location() {
 async fn object_put_get_head_delete_are_real_files() {
     let gw = Gateway::start();
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
 
     let data = test_bytes(300_001, 1);
-    let etag = put(&c, "b", "dir1/sub/file.bin", &data).await;
+    let etag = put(&c, "bkt", "dir1/sub/file.bin", &data).await;
     assert_eq!(etag, format!("\"{}\"", md5_hex(&data)));
 
     // The object is a real file with the same bytes.
-    let path = gw.root.join("b/dir1/sub/file.bin");
+    let path = gw.root.join("bkt/dir1/sub/file.bin");
     assert_eq!(std::fs::read(&path).unwrap(), data);
-    assert!(gw.root.join("b/dir1/sub").is_dir());
+    assert!(gw.root.join("bkt/dir1/sub").is_dir());
 
-    assert_eq!(get(&c, "b", "dir1/sub/file.bin").await, data);
+    assert_eq!(get(&c, "bkt", "dir1/sub/file.bin").await, data);
     let head = c
         .head_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("dir1/sub/file.bin")
         .send()
         .await
@@ -155,46 +155,49 @@ async fn object_put_get_head_delete_are_real_files() {
 
     // Unicode and spaces map one-to-one to file names.
     let k2 = "dir1/é ü/日本 語.txt";
-    put(&c, "b", k2, b"unicode").await;
+    put(&c, "bkt", k2, b"unicode").await;
     assert_eq!(
-        std::fs::read(gw.root.join("b").join(k2)).unwrap(),
+        std::fs::read(gw.root.join("bkt").join(k2)).unwrap(),
         b"unicode"
     );
-    assert_eq!(get(&c, "b", k2).await, b"unicode");
+    assert_eq!(get(&c, "bkt", k2).await, b"unicode");
 
     // Empty object.
-    put(&c, "b", "empty", b"").await;
-    assert_eq!(std::fs::metadata(gw.root.join("b/empty")).unwrap().len(), 0);
-    assert_eq!(get(&c, "b", "empty").await, b"");
+    put(&c, "bkt", "empty", b"").await;
+    assert_eq!(
+        std::fs::metadata(gw.root.join("bkt/empty")).unwrap().len(),
+        0
+    );
+    assert_eq!(get(&c, "bkt", "empty").await, b"");
 
     // Overwrite replaces the bytes.
     let data2 = test_bytes(1000, 2);
-    put(&c, "b", "dir1/sub/file.bin", &data2).await;
+    put(&c, "bkt", "dir1/sub/file.bin", &data2).await;
     assert_eq!(std::fs::read(&path).unwrap(), data2);
-    assert_eq!(get(&c, "b", "dir1/sub/file.bin").await, data2);
+    assert_eq!(get(&c, "bkt", "dir1/sub/file.bin").await, data2);
 
     // Missing key.
-    let (status, code) = expect_err(c.get_object().bucket("b").key("nope").send().await);
+    let (status, code) = expect_err(c.get_object().bucket("bkt").key("nope").send().await);
     assert_eq!((status, code.as_str()), (404, "NoSuchKey"));
-    let (status, _) = expect_err(c.head_object().bucket("b").key("nope").send().await);
+    let (status, _) = expect_err(c.head_object().bucket("bkt").key("nope").send().await);
     assert_eq!(status, 404);
 
     // Delete removes the file and the implicit parents it leaves empty.
     c.delete_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("dir1/sub/file.bin")
         .send()
         .await
         .unwrap();
     assert!(!path.exists());
     assert!(
-        !gw.root.join("b/dir1/sub").exists(),
+        !gw.root.join("bkt/dir1/sub").exists(),
         "empty implicit directory removed"
     );
-    assert!(gw.root.join("b/dir1").is_dir(), "dir1 still holds a key");
+    assert!(gw.root.join("bkt/dir1").is_dir(), "dir1 still holds a key");
     let (status, code) = expect_err(
         c.get_object()
-            .bucket("b")
+            .bucket("bkt")
             .key("dir1/sub/file.bin")
             .send()
             .await,
@@ -202,13 +205,18 @@ async fn object_put_get_head_delete_are_real_files() {
     assert_eq!((status, code.as_str()), (404, "NoSuchKey"));
     // Deleting a missing key is a success in S3.
     c.delete_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("dir1/sub/file.bin")
         .send()
         .await
         .unwrap();
-    c.delete_object().bucket("b").key(k2).send().await.unwrap();
-    assert!(!gw.root.join("b/dir1").exists());
+    c.delete_object()
+        .bucket("bkt")
+        .key(k2)
+        .send()
+        .await
+        .unwrap();
+    assert!(!gw.root.join("bkt/dir1").exists());
 
     // Staging leaves nothing behind.
     assert!(files_in(&gw.root.join(".gpair-gateway/tmp")).is_empty());
@@ -218,9 +226,9 @@ async fn object_put_get_head_delete_are_real_files() {
 async fn get_with_range() {
     let gw = Gateway::start();
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
     let data = test_bytes(1000, 3);
-    put(&c, "b", "r", &data).await;
+    put(&c, "bkt", "r", &data).await;
 
     let cases: &[(&str, std::ops::Range<usize>)] = &[
         ("bytes=0-9", 0..10),
@@ -233,7 +241,7 @@ async fn get_with_range() {
     ];
     for (range, want) in cases {
         // raw request: exact status and headers
-        let r = gw.get_raw("b", "r", &[("range", range)]);
+        let r = gw.get_raw("bkt", "r", &[("range", range)]);
         assert_eq!(r.status, 206, "{range}: {}", r.body_str());
         assert_eq!(r.body, &data[want.clone()], "{range}");
         assert_eq!(
@@ -248,7 +256,7 @@ async fn get_with_range() {
         // and through the SDK
         let out = c
             .get_object()
-            .bucket("b")
+            .bucket("bkt")
             .key("r")
             .range(*range)
             .send()
@@ -259,12 +267,12 @@ async fn get_with_range() {
     }
 
     for range in ["bytes=1000-", "bytes=5000-6000"] {
-        let r = gw.get_raw("b", "r", &[("range", range)]);
+        let r = gw.get_raw("bkt", "r", &[("range", range)]);
         assert_eq!(r.status, 416, "{range}: {}", r.body_str());
         assert_eq!(r.s3_code().as_deref(), Some("InvalidRange"), "{range}");
         let (status, code) = expect_err(
             c.get_object()
-                .bucket("b")
+                .bucket("bkt")
                 .key("r")
                 .range(range)
                 .send()
@@ -278,9 +286,9 @@ async fn get_with_range() {
 async fn delete_objects_batch() {
     let gw = Gateway::start();
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
     for k in ["k1", "k2", "d/k3", "d/k4", "k5"] {
-        put(&c, "b", k, k.as_bytes()).await;
+        put(&c, "bkt", k, k.as_bytes()).await;
     }
     let ids: Vec<ObjectIdentifier> = ["k1", "d/k3", "k5", "never-existed"]
         .iter()
@@ -288,7 +296,7 @@ async fn delete_objects_batch() {
         .collect();
     let out = c
         .delete_objects()
-        .bucket("b")
+        .bucket("bkt")
         .delete(Delete::builder().set_objects(Some(ids)).build().unwrap())
         .send()
         .await
@@ -302,17 +310,17 @@ async fn delete_objects_batch() {
     deleted.sort();
     assert_eq!(deleted, vec!["d/k3", "k1", "k5", "never-existed"]);
     assert_eq!(
-        list_all(&c, "b").await,
+        list_all(&c, "bkt").await,
         vec!["d/k4".to_string(), "k2".to_string()]
     );
-    assert!(!gw.root.join("b/k1").exists());
-    assert!(!gw.root.join("b/d/k3").exists());
-    assert!(gw.root.join("b/d/k4").exists());
+    assert!(!gw.root.join("bkt/k1").exists());
+    assert!(!gw.root.join("bkt/d/k3").exists());
+    assert!(gw.root.join("bkt/d/k4").exists());
 
     // Quiet mode reports nothing for successes.
     let out = c
         .delete_objects()
-        .bucket("b")
+        .bucket("bkt")
         .delete(
             Delete::builder()
                 .objects(ObjectIdentifier::builder().key("k2").build().unwrap())
@@ -324,18 +332,18 @@ async fn delete_objects_batch() {
         .await
         .unwrap();
     assert!(out.deleted().is_empty());
-    assert_eq!(list_all(&c, "b").await, vec!["d/k4".to_string()]);
+    assert_eq!(list_all(&c, "bkt").await, vec!["d/k4".to_string()]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn copy_object_copy_and_replace() {
     let gw = Gateway::start();
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
-    c.create_bucket().bucket("b2").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
+    c.create_bucket().bucket("bkt2").send().await.unwrap();
     let data = test_bytes(70_000, 4);
     c.put_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("src")
         .body(ByteStream::from(data.clone()))
         .content_type("text/x-src")
@@ -348,9 +356,9 @@ async fn copy_object_copy_and_replace() {
     // COPY (the default) keeps metadata and content type.
     let out = c
         .copy_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("dst/copy")
-        .copy_source("b/src")
+        .copy_source("bkt/src")
         .metadata_directive(MetadataDirective::Copy)
         .send()
         .await
@@ -359,10 +367,10 @@ async fn copy_object_copy_and_replace() {
         out.copy_object_result().unwrap().e_tag(),
         Some(format!("\"{}\"", md5_hex(&data)).as_str())
     );
-    assert_eq!(std::fs::read(gw.root.join("b/dst/copy")).unwrap(), data);
+    assert_eq!(std::fs::read(gw.root.join("bkt/dst/copy")).unwrap(), data);
     let h = c
         .head_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("dst/copy")
         .send()
         .await
@@ -375,19 +383,19 @@ async fn copy_object_copy_and_replace() {
 
     // REPLACE takes the request's metadata only.
     c.copy_object()
-        .bucket("b2")
+        .bucket("bkt2")
         .key("replaced")
-        .copy_source("b/src")
+        .copy_source("bkt/src")
         .metadata_directive(MetadataDirective::Replace)
         .metadata("size", "large")
         .content_type("application/x-new")
         .send()
         .await
         .unwrap();
-    assert_eq!(std::fs::read(gw.root.join("b2/replaced")).unwrap(), data);
+    assert_eq!(std::fs::read(gw.root.join("bkt2/replaced")).unwrap(), data);
     let h = c
         .head_object()
-        .bucket("b2")
+        .bucket("bkt2")
         .key("replaced")
         .send()
         .await
@@ -396,40 +404,46 @@ async fn copy_object_copy_and_replace() {
     assert_eq!(md.get("size").map(String::as_str), Some("large"));
     assert!(!md.contains_key("color"), "{md:?}");
     assert_eq!(h.content_type(), Some("application/x-new"));
-    assert_eq!(get(&c, "b2", "replaced").await, data);
+    assert_eq!(get(&c, "bkt2", "replaced").await, data);
 
     // Copy onto itself needs REPLACE.
     let (status, _) = expect_err(
         c.copy_object()
-            .bucket("b")
+            .bucket("bkt")
             .key("src")
-            .copy_source("b/src")
+            .copy_source("bkt/src")
             .send()
             .await,
     );
     assert_eq!(status, 400);
     c.copy_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("src")
-        .copy_source("b/src")
+        .copy_source("bkt/src")
         .metadata_directive(MetadataDirective::Replace)
         .metadata("color", "green")
         .send()
         .await
         .unwrap();
-    let h = c.head_object().bucket("b").key("src").send().await.unwrap();
+    let h = c
+        .head_object()
+        .bucket("bkt")
+        .key("src")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
         h.metadata().unwrap().get("color").map(String::as_str),
         Some("green")
     );
-    assert_eq!(get(&c, "b", "src").await, data);
+    assert_eq!(get(&c, "bkt", "src").await, data);
 
     // Missing source.
     let (status, code) = expect_err(
         c.copy_object()
-            .bucket("b")
+            .bucket("bkt")
             .key("x")
-            .copy_source("b/missing")
+            .copy_source("bkt/missing")
             .send()
             .await,
     );
@@ -441,10 +455,10 @@ async fn copy_object_copy_and_replace() {
 async fn put_is_atomic_for_concurrent_readers() {
     let gw = Gateway::start();
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
     let versions: Vec<Vec<u8>> = (0..4).map(|i| test_bytes(4 << 20, 100 + i)).collect();
     let md5s: HashSet<String> = versions.iter().map(|v| md5_hex(v)).collect();
-    put(&c, "b", "big", &versions[0]).await;
+    put(&c, "bkt", "big", &versions[0]).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicUsize::new(0));
@@ -461,12 +475,12 @@ async fn put_is_atomic_for_concurrent_readers() {
                     addr,
                     &key,
                     "GET",
-                    "/b/big",
+                    "/bkt/big",
                     &[],
                     b"",
                     std::time::SystemTime::now(),
                 );
-                let r = raw_request(addr, "GET", "/b/big", &h, b"");
+                let r = raw_request(addr, "GET", "/bkt/big", &h, b"");
                 assert_eq!(r.status, 200, "{}", r.body_str());
                 assert_eq!(r.body.len(), 4 << 20, "partial object seen");
                 let m = md5_hex(&r.body);
@@ -488,7 +502,7 @@ async fn put_is_atomic_for_concurrent_readers() {
     }
     for round in 0..12 {
         let v = &versions[(round + 1) % versions.len()];
-        put(&c, "b", "big", v).await;
+        put(&c, "bkt", "big", v).await;
     }
     stop.store(true, Ordering::Relaxed);
     let mut seen = HashSet::new();
@@ -498,8 +512,8 @@ async fn put_is_atomic_for_concurrent_readers() {
     assert!(!seen.is_empty());
     assert!(reads.load(Ordering::Relaxed) >= 4);
     let last = &versions[12 % versions.len()];
-    assert_eq!(get(&c, "b", "big").await, *last);
-    assert_eq!(std::fs::read(gw.root.join("b/big")).unwrap(), *last);
+    assert_eq!(get(&c, "bkt", "big").await, *last);
+    assert_eq!(std::fs::read(gw.root.join("bkt/big")).unwrap(), *last);
     assert!(
         files_in(&gw.root.join(".gpair-gateway/tmp")).is_empty(),
         "staging files left behind"
@@ -510,17 +524,17 @@ async fn put_is_atomic_for_concurrent_readers() {
 async fn directory_markers_are_directories() {
     let gw = Gateway::start();
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
 
-    put(&c, "b", "dir/", b"").await;
+    put(&c, "bkt", "dir/", b"").await;
     assert!(
-        gw.root.join("b/dir").is_dir(),
+        gw.root.join("bkt/dir").is_dir(),
         "dir/ is a directory on disk"
     );
-    assert_eq!(list_all(&c, "b").await, vec!["dir/".to_string()]);
+    assert_eq!(list_all(&c, "bkt").await, vec!["dir/".to_string()]);
     let h = c
         .head_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("dir/")
         .send()
         .await
@@ -528,89 +542,89 @@ async fn directory_markers_are_directories() {
     assert_eq!(h.content_length(), Some(0));
 
     // A marker survives the deletion of its children.
-    put(&c, "b", "dir/child", b"c").await;
+    put(&c, "bkt", "dir/child", b"c").await;
     assert_eq!(
-        list_all(&c, "b").await,
+        list_all(&c, "bkt").await,
         vec!["dir/".to_string(), "dir/child".to_string()]
     );
     c.delete_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("dir/child")
         .send()
         .await
         .unwrap();
-    assert!(gw.root.join("b/dir").is_dir());
-    assert_eq!(list_all(&c, "b").await, vec!["dir/".to_string()]);
+    assert!(gw.root.join("bkt/dir").is_dir());
+    assert_eq!(list_all(&c, "bkt").await, vec!["dir/".to_string()]);
 
     // Implicit parents are not objects.
-    put(&c, "b", "p/q/r", b"r").await;
+    put(&c, "bkt", "p/q/r", b"r").await;
     assert_eq!(
-        list_all(&c, "b").await,
+        list_all(&c, "bkt").await,
         vec!["dir/".to_string(), "p/q/r".to_string()]
     );
-    let (status, _) = expect_err(c.head_object().bucket("b").key("p/").send().await);
+    let (status, _) = expect_err(c.head_object().bucket("bkt").key("p/").send().await);
     assert_eq!(status, 404, "implicit directory is not an object");
 
     // Deleting a non-empty marker: it stops being listed, the directory stays.
-    put(&c, "b", "dir/child2", b"c").await;
+    put(&c, "bkt", "dir/child2", b"c").await;
     c.delete_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("dir/")
         .send()
         .await
         .unwrap();
-    assert!(gw.root.join("b/dir/child2").is_file());
+    assert!(gw.root.join("bkt/dir/child2").is_file());
     assert_eq!(
-        list_all(&c, "b").await,
+        list_all(&c, "bkt").await,
         vec!["dir/child2".to_string(), "p/q/r".to_string()]
     );
     // ...and now it is implicit, so it goes with its last key.
     c.delete_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("dir/child2")
         .send()
         .await
         .unwrap();
-    assert!(!gw.root.join("b/dir").exists());
+    assert!(!gw.root.join("bkt/dir").exists());
 
     // Deleting an empty marker removes the directory.
-    put(&c, "b", "e/", b"").await;
-    assert!(gw.root.join("b/e").is_dir());
+    put(&c, "bkt", "e/", b"").await;
+    assert!(gw.root.join("bkt/e").is_dir());
     c.delete_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("e/")
         .send()
         .await
         .unwrap();
-    assert!(!gw.root.join("b/e").exists());
+    assert!(!gw.root.join("bkt/e").exists());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn key_and_prefix_cannot_share_a_name() {
     let gw = Gateway::start();
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
-    put(&c, "b", "a/b", b"x").await;
-    let r = gw.put_raw("b", "a", &[], b"file over dir");
+    c.create_bucket().bucket("bkt").send().await.unwrap();
+    put(&c, "bkt", "a/b", b"x").await;
+    let r = gw.put_raw("bkt", "a", &[], b"file over dir");
     assert_eq!(
         (r.status, r.s3_code().as_deref()),
         (409, Some("KeyConflict")),
         "{}",
         r.body_str()
     );
-    assert!(gw.root.join("b/a").is_dir());
+    assert!(gw.root.join("bkt/a").is_dir());
 
-    put(&c, "b", "f", b"file").await;
-    let r = gw.put_raw("b", "f/g", &[], b"dir over file");
+    put(&c, "bkt", "f", b"file").await;
+    let r = gw.put_raw("bkt", "f/g", &[], b"dir over file");
     assert_eq!(
         (r.status, r.s3_code().as_deref()),
         (409, Some("KeyConflict")),
         "{}",
         r.body_str()
     );
-    assert_eq!(std::fs::read(gw.root.join("b/f")).unwrap(), b"file");
+    assert_eq!(std::fs::read(gw.root.join("bkt/f")).unwrap(), b"file");
     assert_eq!(
-        list_all(&c, "b").await,
+        list_all(&c, "bkt").await,
         vec!["a/b".to_string(), "f".to_string()]
     );
 }
@@ -622,17 +636,17 @@ async fn fsync_false_also_works() {
         ..Default::default()
     });
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("nf").send().await.unwrap();
+    c.create_bucket().bucket("nfs").send().await.unwrap();
     let data = test_bytes(2 << 20, 9);
-    let etag = put(&c, "nf", "x/y", &data).await;
+    let etag = put(&c, "nfs", "x/y", &data).await;
     assert_eq!(etag, format!("\"{}\"", md5_hex(&data)));
-    assert_eq!(get(&c, "nf", "x/y").await, data);
-    assert_eq!(std::fs::read(gw.root.join("nf/x/y")).unwrap(), data);
+    assert_eq!(get(&c, "nfs", "x/y").await, data);
+    assert_eq!(std::fs::read(gw.root.join("nfs/x/y")).unwrap(), data);
     c.delete_object()
-        .bucket("nf")
+        .bucket("nfs")
         .key("x/y")
         .send()
         .await
         .unwrap();
-    assert!(!gw.root.join("nf/x/y").exists());
+    assert!(!gw.root.join("nfs/x/y").exists());
 }

@@ -50,12 +50,40 @@ fn read_response(s: &mut TcpStream, already: Vec<u8>) -> (String, Vec<u8>) {
     (head, body)
 }
 
+/// A client that half-closes its side after sending a complete request (as `raw_exchange`
+/// does) still gets the response: the connection is not dropped on read EOF.
+#[test]
+fn client_half_close_still_gets_the_response() {
+    let gw = Gateway::start();
+    let headers = sign_headers(
+        gw.addr,
+        &gw.backend,
+        "GET",
+        "/",
+        &[],
+        b"",
+        SystemTime::now(),
+    );
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&request_head("GET", "/", &headers)).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "no response after the client's half-close (got {} bytes: {text:?})",
+        buf.len()
+    );
+}
+
 #[test]
 fn sigterm_and_sigint_when_idle_exit_zero() {
     for sig in [libc::SIGTERM, libc::SIGINT] {
         let mut gw = Gateway::start();
-        gw.create_bucket("b");
-        assert_eq!(gw.put_raw("b", "k", &[], b"x").status, 200);
+        gw.create_bucket("bkt");
+        assert_eq!(gw.put_raw("bkt", "k", &[], b"x").status, 200);
         let st = gw
             .signal_and_wait(sig, Duration::from_secs(20))
             .expect("gateway did not exit on the signal");
@@ -73,11 +101,11 @@ async fn sigterm_lets_an_in_flight_get_finish() {
         no_fsync: true,
         ..Default::default()
     });
-    gw.create_bucket("b");
+    gw.create_bucket("bkt");
     let data = test_bytes(64 * MIB, 42);
     let c = gw.client(&gw.backend);
     c.put_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("large")
         .body(ByteStream::from(data.clone()))
         .send()
@@ -88,14 +116,14 @@ async fn sigterm_lets_an_in_flight_get_finish() {
         gw.addr,
         &gw.backend,
         "GET",
-        "/b/large",
+        "/bkt/large",
         &[],
         b"",
         SystemTime::now(),
     );
     let mut s = TcpStream::connect(gw.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    s.write_all(&request_head("GET", "/b/large", &headers))
+    s.write_all(&request_head("GET", "/bkt/large", &headers))
         .unwrap();
     // Read a little, so the response is under way and the rest is still to come.
     let mut first = vec![0u8; 64 * 1024];
@@ -123,20 +151,20 @@ async fn sigterm_lets_an_in_flight_get_finish() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_an_in_flight_put_finish() {
     let mut gw = Gateway::start();
-    gw.create_bucket("b");
+    gw.create_bucket("bkt");
     let data = test_bytes(64 * MIB, 43);
     let len = data.len().to_string();
     let headers = sign_headers_unsigned(
         gw.addr,
         &gw.backend,
         "PUT",
-        "/b/uploaded",
+        "/bkt/uploaded",
         &[("content-length", &len)],
         SystemTime::now(),
     );
     let mut s = TcpStream::connect(gw.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    s.write_all(&request_head("PUT", "/b/uploaded", &headers))
+    s.write_all(&request_head("PUT", "/bkt/uploaded", &headers))
         .unwrap();
     s.write_all(&data[..8 * MIB]).unwrap();
     gw.send_signal(libc::SIGTERM);
@@ -158,10 +186,10 @@ async fn sigterm_lets_an_in_flight_put_finish() {
         .wait_exit(Duration::from_secs(40))
         .expect("gateway did not exit");
     assert!(st.success(), "{st:?}");
-    assert_eq!(std::fs::read(gw.root.join("b/uploaded")).unwrap(), data);
+    assert_eq!(std::fs::read(gw.root.join("bkt/uploaded")).unwrap(), data);
 
     gw.start_again();
-    let g = gw.get_raw("b", "uploaded", &[]);
+    let g = gw.get_raw("bkt", "uploaded", &[]);
     assert_eq!(g.status, 200);
     assert!(g.body == data);
     assert_eq!(
@@ -174,12 +202,12 @@ async fn sigterm_lets_an_in_flight_put_finish() {
 #[test]
 fn crash_during_put_leaves_nothing() {
     let mut gw = Gateway::start();
-    gw.create_bucket("b");
-    assert_eq!(gw.put_raw("b", "victim", &[], b"old version").status, 200);
+    gw.create_bucket("bkt");
+    assert_eq!(gw.put_raw("bkt", "victim", &[], b"old version").status, 200);
     let data = test_bytes(16 * MIB, 44);
     let len = data.len().to_string();
     for key in ["victim", "fresh"] {
-        let path = format!("/b/{key}");
+        let path = format!("/bkt/{key}");
         let headers = sign_headers_unsigned(
             gw.addr,
             &gw.backend,
@@ -206,22 +234,22 @@ fn crash_during_put_leaves_nothing() {
         );
     }
     assert_eq!(
-        gw.get_raw("b", "victim", &[]).body,
+        gw.get_raw("bkt", "victim", &[]).body,
         b"old version",
         "torn overwrite"
     );
-    assert_eq!(gw.head_raw("b", "fresh").status, 404);
-    assert!(!gw.root.join("b/fresh").exists());
+    assert_eq!(gw.head_raw("bkt", "fresh").status, 404);
+    assert!(!gw.root.join("bkt/fresh").exists());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restart_serves_the_same_objects() {
     let mut gw = Gateway::start();
     let c = gw.client(&gw.backend);
-    c.create_bucket().bucket("b").send().await.unwrap();
+    c.create_bucket().bucket("bkt").send().await.unwrap();
     c.create_bucket().bucket("other").send().await.unwrap();
     c.put_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("plain")
         .body(ByteStream::from(test_bytes(10_000, 1)))
         .metadata("k", "v")
@@ -230,14 +258,14 @@ async fn restart_serves_the_same_objects() {
         .await
         .unwrap();
     c.put_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("d/")
         .body(ByteStream::from_static(b""))
         .send()
         .await
         .unwrap();
     c.put_object()
-        .bucket("b")
+        .bucket("bkt")
         .key("d/e/f")
         .body(ByteStream::from_static(b"deep"))
         .send()
@@ -252,7 +280,7 @@ async fn restart_serves_the_same_objects() {
         .unwrap();
     let up = c
         .create_multipart_upload()
-        .bucket("b")
+        .bucket("bkt")
         .key("mp")
         .send()
         .await
@@ -263,7 +291,7 @@ async fn restart_serves_the_same_objects() {
     for (i, p) in parts.iter().enumerate() {
         let out = c
             .upload_part()
-            .bucket("b")
+            .bucket("bkt")
             .key("mp")
             .upload_id(&id)
             .part_number(i as i32 + 1)
@@ -279,7 +307,7 @@ async fn restart_serves_the_same_objects() {
         );
     }
     c.complete_multipart_upload()
-        .bucket("b")
+        .bucket("bkt")
         .key("mp")
         .upload_id(&id)
         .multipart_upload(
@@ -293,14 +321,14 @@ async fn restart_serves_the_same_objects() {
     // An upload still in progress survives a restart too.
     let pending = c
         .create_multipart_upload()
-        .bucket("b")
+        .bucket("bkt")
         .key("pending")
         .send()
         .await
         .unwrap();
     let pending_id = pending.upload_id().unwrap().to_string();
     c.upload_part()
-        .bucket("b")
+        .bucket("bkt")
         .key("pending")
         .upload_id(&pending_id)
         .part_number(1)
@@ -310,7 +338,7 @@ async fn restart_serves_the_same_objects() {
         .unwrap();
     assert_eq!(
         gw.put_raw(
-            "b",
+            "bkt",
             "placeholder",
             &[
                 ("x-gpair-name", "A,/a,B,b/a"),
@@ -326,7 +354,7 @@ async fn restart_serves_the_same_objects() {
     let snap = |gw: &Gateway| -> Vec<(u16, Vec<Option<String>>, Vec<u8>)> {
         keys.iter()
             .map(|k| {
-                let r = gw.get_raw("b", k, &[]);
+                let r = gw.get_raw("bkt", k, &[]);
                 let headers = [
                     "etag",
                     "last-modified",
@@ -348,16 +376,16 @@ async fn restart_serves_the_same_objects() {
         before.iter().map(|s| s.0).collect::<Vec<_>>()
     );
     let list_before = gw
-        .signed(&gw.backend, "GET", "/b?list-type=2", &[], b"")
+        .signed(&gw.backend, "GET", "/bkt?list-type=2", &[], b"")
         .body_str();
     let buckets_before = gw.signed(&gw.backend, "GET", "/", &[], b"").body_str();
-    let usage_before = gw.usage("b");
+    let usage_before = gw.usage("bkt");
 
     gw.restart();
     let c = gw.client(&gw.backend);
     assert_eq!(snap(&gw), before, "objects differ after restart");
     assert_eq!(
-        gw.signed(&gw.backend, "GET", "/b?list-type=2", &[], b"")
+        gw.signed(&gw.backend, "GET", "/bkt?list-type=2", &[], b"")
             .body_str(),
         list_before
     );
@@ -365,8 +393,13 @@ async fn restart_serves_the_same_objects() {
         gw.signed(&gw.backend, "GET", "/", &[], b"").body_str(),
         buckets_before
     );
-    assert_eq!(gw.usage("b"), usage_before);
-    let ups = c.list_multipart_uploads().bucket("b").send().await.unwrap();
+    assert_eq!(gw.usage("bkt"), usage_before);
+    let ups = c
+        .list_multipart_uploads()
+        .bucket("bkt")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
         ups.uploads()
             .iter()
@@ -376,7 +409,7 @@ async fn restart_serves_the_same_objects() {
     );
     let lp = c
         .list_parts()
-        .bucket("b")
+        .bucket("bkt")
         .key("pending")
         .upload_id(&pending_id)
         .send()
