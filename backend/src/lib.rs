@@ -1,3 +1,11 @@
-//! gpair-backend: the backend daemon (metadata sync, offload, recall, caps, quotas) and the
-//! FUSE mount client. Built on the s3fs-gateway and the protocol in gpair-proto; no
-//! functionality yet.
+//! gpair-backend: the backend daemon — catalog, metadata sync east → west, the gRPC admin
+//! and change-notification API — and (later) the migration engine and the FUSE client.
+
+pub mod catalog;
+pub mod config;
+pub mod daemon;
+pub mod entry;
+pub mod grpc;
+pub mod registry;
+pub mod sync;
+pub mod west;

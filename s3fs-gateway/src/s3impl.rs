@@ -240,11 +240,23 @@ async fn receive(
     hasher: s3s::checksum::ChecksumHasher,
 ) -> Result<Staged> {
     let store2 = Arc::clone(store);
-    let mut staged = blocking(move || Ok(Staged::create(&store2, hasher)?)).await?;
+    let staged = blocking(move || Ok(Staged::create(&store2, hasher)?)).await?;
+    // One chunk is hashed and written on the blocking pool while the next one arrives.
+    let mut writing: tokio::task::JoinHandle<Result<Staged>> = tokio::spawn(async move { Ok(staged) });
     let mut body = body;
     let mut pending: Vec<Bytes> = Vec::new();
     let mut pending_len = 0usize;
     let mut total = 0u64;
+    let flush = |writing: tokio::task::JoinHandle<Result<Staged>>, chunks: Vec<Bytes>| {
+        tokio::spawn(async move {
+            let mut staged = writing.await.map_err(|e| Error::Io(std::io::Error::other(e)))??;
+            blocking(move || {
+                staged.write(&chunks)?;
+                Ok(staged)
+            })
+            .await
+        })
+    };
     while let Some(chunk) = body.next().await {
         let chunk = chunk
             .map_err(|e| Error::S3(s3_error!(IncompleteBody, "request body ended early: {e}")))?;
@@ -258,13 +270,10 @@ async fn receive(
         pending_len += chunk.len();
         pending.push(chunk);
         if pending_len >= IO_CHUNK {
-            let chunks = std::mem::take(&mut pending);
-            pending_len = 0;
-            staged = blocking(move || {
-                staged.write(&chunks)?;
-                Ok(staged)
-            })
-            .await?;
+            if writing.is_finished() || pending_len >= 4 * IO_CHUNK {
+                writing = flush(writing, std::mem::take(&mut pending));
+                pending_len = 0;
+            }
         }
     }
     if total != len {
@@ -274,13 +283,9 @@ async fn receive(
         )));
     }
     if !pending.is_empty() {
-        staged = blocking(move || {
-            staged.write(&pending)?;
-            Ok(staged)
-        })
-        .await?;
+        writing = flush(writing, pending);
     }
-    Ok(staged)
+    writing.await.map_err(|e| Error::Io(std::io::Error::other(e)))?
 }
 
 fn content_length(len: Option<i64>) -> Result<u64> {
@@ -477,13 +482,21 @@ impl Gateway {
         } else {
             Contribution::data(staged.written)
         };
+        let parent = dest
+            .parent()
+            .ok_or_else(|| Error::Io(std::io::Error::other("object path has no parent")))?
+            .to_path_buf();
+        store.check_writable(&bucket_dir, key)?;
+        store.create_dirs(&parent)?;
+        // Only the swap itself runs under the usage lock; the directory fsync comes after.
         usage.apply(bucket, || {
             store.check_writable(&bucket_dir, key)?;
             let removed = Contribution::of_path(&dest);
-            store.install(&staged.path, &dest)?;
+            std::fs::rename(&staged.path, &dest)?;
             staged.keep();
             Ok((removed, added, ()))
         })?;
+        store.sync_dir(&parent)?;
         Ok(meta)
     }
 
@@ -848,8 +861,15 @@ impl S3 for Gateway {
             .body
             .ok_or_else(|| s3_error!(IncompleteBody, "PUT without a body"))?;
 
-        let old = Contribution::of_path(&self.store.object_path(&bucket, &key));
-        let reservation = self.usage.reserve(&bucket, len, old)?;
+        let reservation = {
+            let (store, usage, bucket, key) =
+                (Arc::clone(&self.store), Arc::clone(&self.usage), bucket.clone(), key.clone());
+            blocking(move || {
+                let old = Contribution::of_path(&store.object_path(&bucket, &key));
+                usage.reserve(&bucket, len, old)
+            })
+            .await?
+        };
         let staged = receive(&self.store, body, len, hasher).await?;
         expected.add_trailers(trailers.as_ref());
 

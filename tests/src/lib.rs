@@ -877,3 +877,128 @@ impl Gateway {
         raw_request(self.addr, method, path_and_query, &signed, body)
     }
 }
+
+// ------------------------------------------------------------------ backend daemon
+
+/// A running `gpair-backend` with its own catalog and socket.
+pub struct Backend {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub catalog: PathBuf,
+    pub config: PathBuf,
+    log: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Backend {
+    /// Starts a daemon for cluster `cluster_id`; `extra_sync` is appended to its `[sync]`
+    /// table (e.g. `"reconcile_interval_secs = 2\n"`).
+    pub fn start(cluster_id: &str, extra_sync: &str) -> Backend {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let socket = dir.join("backend.sock");
+        let catalog = dir.join("catalog");
+        let config = dir.join("backend.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "cluster_id = \"{cluster_id}\"\ncatalog = \"{}\"\nsocket = \"{}\"\nshutdown_grace_secs = 5\n\n[sync]\nworkers = 8\nretry_base_ms = 100\nretry_max_ms = 2000\ngpeer_backoff_max_ms = 1000\n{extra_sync}",
+                catalog.display(),
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let log = dir.join("backend.log");
+        let mut b = Backend { child: None, dir, socket, catalog, config, log, _tmp: tmp };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut child = Command::new(bin_path("gpair-backend"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with("gpair-backend listening on ") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = child.kill();
+            panic!("backend did not start; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        }
+        self.child = Some(child);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("backend is not running");
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        child.wait().unwrap()
+    }
+
+    /// Starts the daemon again on the same catalog and socket.
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.terminate();
+        }
+        self.spawn();
+    }
+
+    /// Runs the real `gpair` CLI against this daemon.
+    pub fn gpair(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin_path("gpair"))
+            .arg("--backend")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `gpair --output json ARGS`, asserts success and parses stdout.
+    pub fn gpair_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        let out = self.gpair(&all);
+        assert!(
+            out.status.success(),
+            "gpair {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("gpair {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+        })
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

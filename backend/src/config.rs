@@ -1,0 +1,171 @@
+//! Daemon configuration: the raw TOML file (every field documented in
+//! `deploy/gpair-backend.toml`) validated into [`Config`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// This (east) cluster's id, the first field of every gpair value, e.g. "LC_111".
+    pub cluster_id: Option<String>,
+    /// Directory of the RocksDB catalog.
+    pub catalog: Option<PathBuf>,
+    /// Unix socket of the gRPC API (admin CLI and mount clients).
+    pub socket: Option<PathBuf>,
+    /// Permission bits of the socket (default 0o600: only the daemon's user).
+    pub socket_mode: Option<u32>,
+    /// Seconds in-flight work gets to finish after SIGTERM (default 20).
+    pub shutdown_grace_secs: Option<u64>,
+    #[serde(default)]
+    pub sync: RawSync,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSync {
+    /// Workers applying west metadata updates (default 16).
+    pub workers: Option<usize>,
+    /// Threads walking a share during a scan (default 4).
+    pub walk_threads: Option<usize>,
+    /// Seconds between reconciliation scans of each share (default 600; 0 disables).
+    pub reconcile_interval_secs: Option<u64>,
+    /// Use inotify to see local changes at once (default true).
+    pub watch: Option<bool>,
+    /// First retry delay of a failing entry, ms (default 500).
+    pub retry_base_ms: Option<u64>,
+    /// Longest retry delay of a failing entry, ms (default 300000).
+    pub retry_max_ms: Option<u64>,
+    /// Longest pause of a gpeer that answers with transient errors, ms (default 30000).
+    pub gpeer_backoff_max_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub cluster_id: String,
+    pub catalog: PathBuf,
+    pub socket: PathBuf,
+    pub socket_mode: u32,
+    pub shutdown_grace: Duration,
+    pub sync: SyncConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub workers: usize,
+    pub walk_threads: usize,
+    pub reconcile_interval: Option<Duration>,
+    pub watch: bool,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub gpeer_backoff_max: Duration,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            workers: 16,
+            walk_threads: 4,
+            reconcile_interval: Some(Duration::from_secs(600)),
+            watch: true,
+            retry_base: Duration::from_millis(500),
+            retry_max: Duration::from_secs(300),
+            gpeer_backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let raw: RawConfig =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        Self::build(raw)
+    }
+
+    pub fn build(raw: RawConfig) -> Result<Self, ConfigError> {
+        let invalid = |m: String| ConfigError::Invalid(m);
+        let cluster_id = raw.cluster_id.ok_or_else(|| invalid("`cluster_id` is required (e.g. \"LC_111\")".into()))?;
+        if cluster_id.is_empty()
+            || cluster_id.len() > 64
+            || !cluster_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(invalid(format!("cluster_id {cluster_id:?} must be 1-64 letters, digits, '_' or '-'")));
+        }
+        let catalog = raw.catalog.ok_or_else(|| invalid("`catalog` (the catalog directory) is required".into()))?;
+        let socket = raw.socket.unwrap_or_else(|| PathBuf::from("/run/gpair/backend.sock"));
+        let socket_mode = raw.socket_mode.unwrap_or(0o600);
+        if socket_mode > 0o777 {
+            return Err(invalid(format!("socket_mode {socket_mode:o} is not a permission mode")));
+        }
+        let d = SyncConfig::default();
+        let s = raw.sync;
+        let workers = s.workers.unwrap_or(d.workers);
+        if !(1..=1024).contains(&workers) {
+            return Err(invalid(format!("sync.workers = {workers}: must be 1..=1024")));
+        }
+        let walk_threads = s.walk_threads.unwrap_or(d.walk_threads);
+        if !(1..=256).contains(&walk_threads) {
+            return Err(invalid(format!("sync.walk_threads = {walk_threads}: must be 1..=256")));
+        }
+        let reconcile_interval = match s.reconcile_interval_secs {
+            None => d.reconcile_interval,
+            Some(0) => None,
+            Some(n) => Some(Duration::from_secs(n)),
+        };
+        let retry_base = Duration::from_millis(s.retry_base_ms.unwrap_or(500).max(1));
+        let retry_max = Duration::from_millis(s.retry_max_ms.unwrap_or(300_000));
+        if retry_max < retry_base {
+            return Err(invalid("sync.retry_max_ms must be at least sync.retry_base_ms".into()));
+        }
+        Ok(Self {
+            cluster_id,
+            catalog,
+            socket,
+            socket_mode,
+            shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(20)),
+            sync: SyncConfig {
+                workers,
+                walk_threads,
+                reconcile_interval,
+                watch: s.watch.unwrap_or(true),
+                retry_base,
+                retry_max,
+                gpeer_backoff_max: Duration::from_millis(s.gpeer_backoff_max_ms.unwrap_or(30_000).max(100)),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn required_fields_and_bad_values_are_named() {
+        let err = Config::build(toml::from_str("catalog = \"/x\"").unwrap()).unwrap_err();
+        assert!(err.to_string().contains("cluster_id"), "{err}");
+        let err = Config::build(toml::from_str("cluster_id = \"LC 1\"\ncatalog = \"/x\"").unwrap()).unwrap_err();
+        assert!(err.to_string().contains("LC 1"), "{err}");
+        let err = Config::build(toml::from_str("cluster_id = \"LC_1\"\ncatalog = \"/x\"\n[sync]\nworkers = 0").unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("sync.workers"), "{err}");
+        assert!(toml::from_str::<RawConfig>("cluster_id = \"a\"\ncatalg = \"/x\"").is_err());
+        let c = Config::build(toml::from_str("cluster_id = \"LC_1\"\ncatalog = \"/x\"\n[sync]\nreconcile_interval_secs = 0").unwrap())
+            .unwrap();
+        assert_eq!(c.sync.reconcile_interval, None);
+        assert_eq!(c.socket_mode, 0o600);
+    }
+}

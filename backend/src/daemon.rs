@@ -1,0 +1,113 @@
+//! The composition root of `gpair-backend`: open the catalog, load the registry, start the
+//! outbox workers and each gpair's watcher and scans, serve gRPC on the Unix socket, and on
+//! shutdown stop accepting, cancel work and give in-flight west calls a deadline.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use gpair_proto::pb;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{Catalog, CF_REGISTRY};
+use crate::config::Config;
+use crate::grpc::{AdminService, ChangesService};
+use crate::registry::{GpairRecord, GpairState, GpeerRecord, GPAIR_PREFIX, GPEER_PREFIX};
+use crate::sync::{Engine, WestFactory};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
+    #[error("socket {path}: {source}")]
+    Socket { path: String, source: std::io::Error },
+    #[error("another gpair-backend is already listening on {0}")]
+    InUse(String),
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Runs the daemon until `shutdown` resolves.
+pub async fn run(config: Config, west: WestFactory, shutdown: impl std::future::Future<Output = ()>) -> Result<(), RunError> {
+    let started = Instant::now();
+    let catalog = Arc::new(tokio::task::block_in_place(|| Catalog::open(&config.catalog))?);
+    let cancel = CancellationToken::new();
+    let engine = Engine::new(Arc::clone(&catalog), config.sync.clone(), west, cancel.clone());
+
+    let gpeers: Vec<(Vec<u8>, GpeerRecord)> =
+        catalog.scan(CF_REGISTRY, GPEER_PREFIX, |e| tracing::error!(error = %e, "skipping corrupt gpeer record"))?;
+    for (_, g) in gpeers {
+        engine.add_gpeer(g);
+    }
+    let gpairs: Vec<(Vec<u8>, GpairRecord)> =
+        catalog.scan(CF_REGISTRY, GPAIR_PREFIX, |e| tracing::error!(error = %e, "skipping corrupt gpair record"))?;
+    let mut active = Vec::new();
+    for (key, g) in gpairs {
+        if g.state == GpairState::Unbinding {
+            // An unbind was interrupted: finish it.
+            engine.stop_gpair(&g.name).await?;
+            catalog.delete(CF_REGISTRY, &key)?;
+            tracing::info!(gpair = g.name, "finished an interrupted unbind");
+            continue;
+        }
+        active.push(g);
+    }
+    for g in active {
+        engine.start_gpair(g);
+    }
+    let queued = engine.load_outbox()?;
+    tracing::info!(queued, "outbox loaded");
+    let workers = engine.start_workers();
+
+    let listener = bind_socket(&config)?;
+    println!("gpair-backend listening on {}", config.socket.display());
+    let admin = AdminService {
+        engine: Arc::clone(&engine),
+        cluster_id: config.cluster_id.clone(),
+        started,
+        registry_lock: tokio::sync::Mutex::new(()),
+    };
+    let changes = ChangesService { engine: Arc::clone(&engine) };
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let serve_cancel = cancel.clone();
+    let server = tonic::transport::Server::builder()
+        .add_service(pb::admin_server::AdminServer::new(admin))
+        .add_service(pb::changes_server::ChangesServer::new(changes))
+        .serve_with_incoming_shutdown(incoming, async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = serve_cancel.cancelled() => {}
+            }
+        });
+    let result = server.await;
+    tracing::info!("shutting down: stopping workers");
+    cancel.cancel();
+    let drain = futures::future::join_all(workers);
+    if tokio::time::timeout(config.shutdown_grace, drain).await.is_err() {
+        tracing::warn!("workers did not stop within the grace period");
+    }
+    let _ = tokio::task::block_in_place(|| catalog.sync_wal());
+    let _ = std::fs::remove_file(&config.socket);
+    result?;
+    Ok(())
+}
+
+fn bind_socket(config: &Config) -> Result<tokio::net::UnixListener, RunError> {
+    let path = &config.socket;
+    let err = |source| RunError::Socket { path: path.display().to_string(), source };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(err)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(RunError::InUse(path.display().to_string()));
+        }
+        // A socket left by a crashed daemon.
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.socket_mode)).map_err(err)?;
+    Ok(listener)
+}

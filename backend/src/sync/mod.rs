@@ -1,0 +1,666 @@
+//! Metadata sync east → west (DESIGN 5.1).
+//!
+//! Change sources — the initial and periodic scans ([`scan`]), the inotify watcher
+//! ([`watch`]) and mount clients' notifications — all end in [`Engine::enqueue`], which
+//! writes a durable outbox record keyed by path (so ten changes to one file before a worker
+//! gets to it are one update) and schedules it. A bounded pool of workers applies records to
+//! west. Every apply re-reads east first, so a record only says "look at this path", never
+//! "this is what it was": stale or duplicated records are harmless. One record that keeps
+//! failing backs off on its own and never blocks the others; a gpeer that answers with
+//! transient errors is paused with capped, jittered backoff and its client is rebuilt before
+//! work resumes.
+
+pub mod queue;
+pub mod scan;
+pub mod watch;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use gpair_proto::now_ms;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{gpair_key, split_gpair_key, Catalog, CatalogError, CF_ENTRIES, CF_OUTBOX};
+use crate::config::SyncConfig;
+use crate::entry::{EntryKind, EntryMeta};
+use crate::registry::{GpairRecord, GpeerRecord};
+use crate::west::{keys::west_key, GpeerConn, WestError, WestStore};
+
+use queue::{ItemKey, Queue};
+
+/// Delay before applying a change seen by the watcher or a mount client, so a burst of
+/// writes to one file becomes one west update.
+pub const SETTLE_MS: i64 = 200;
+
+/// What the outbox should make true on west for one path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// Make west's entry match east's current state (creates, updates, or deletes if gone).
+    Put,
+    /// Remove west's entry (if east still has the path at apply time, this becomes a Put).
+    Delete { is_dir: bool },
+    /// Move west's entry (or subtree) from `from` to this path.
+    Rename { from: Vec<u8>, is_dir: bool },
+}
+
+/// A durable outbox record (catalog `outbox` CF, key `gpair ‖ 0 ‖ path`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    pub op: Op,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub next_due_ms: i64,
+    pub enqueued_ms: i64,
+}
+
+/// What the catalog remembers of an entry: the metadata last written to west.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntryRecord {
+    pub meta: EntryMeta,
+    pub synced_at_ms: i64,
+}
+
+/// Whether two metadata snapshots differ in anything west records.
+pub fn differs(a: &EntryMeta, b: &EntryMeta) -> bool {
+    a.kind != b.kind
+        || a.size != b.size
+        || a.mode != b.mode
+        || a.uid != b.uid
+        || a.gid != b.gid
+        || a.mtime_ns != b.mtime_ns
+        || a.symlink_target != b.symlink_target
+        || a.rdev != b.rdev
+}
+
+/// Creates west clients; the daemon passes the real one, tests an in-memory one.
+pub type WestFactory = Arc<dyn Fn(&GpeerConn) -> Arc<dyn WestStore> + Send + Sync>;
+
+/// Health of a gpeer as seen by the workers.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    pub consecutive_failures: u32,
+    pub last_error: String,
+    pub last_error_at_ms: i64,
+    pub paused_until_ms: i64,
+    pub last_success_at_ms: i64,
+    needs_rebuild: bool,
+}
+
+impl Health {
+    pub fn is_retrying(&self) -> bool {
+        self.consecutive_failures > 0
+    }
+}
+
+pub struct GpeerRt {
+    pub rec: GpeerRecord,
+    store: Arc<dyn WestStore>,
+    pub health: Health,
+}
+
+/// Counters of one gpair, shown by `sync status`.
+#[derive(Debug, Default)]
+pub struct GpairStats {
+    pub entries: AtomicU64,
+    pub applied: AtomicU64,
+    pub last_scan_started_ms: AtomicI64,
+    pub last_scan_finished_ms: AtomicI64,
+    pub last_scan_entries: AtomicU64,
+    pub watcher_active: AtomicBool,
+    pub scan_running: AtomicBool,
+}
+
+pub struct GpairRt {
+    pub rec: GpairRecord,
+    pub cancel: CancellationToken,
+    pub stats: Arc<GpairStats>,
+    /// Asks the gpair's scan loop for a reconciliation scan now (watcher overflow etc.).
+    pub rescan: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct State {
+    gpeers: HashMap<String, GpeerRt>,
+    gpairs: HashMap<String, GpairRt>,
+}
+
+pub struct Engine {
+    pub catalog: Arc<Catalog>,
+    pub config: SyncConfig,
+    west_factory: WestFactory,
+    state: Mutex<State>,
+    queue: Mutex<Queue>,
+    wake: Notify,
+    pub cancel: CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("west: {0}")]
+    West(#[from] WestError),
+    #[error("east {path}: {source}")]
+    East { path: PathBuf, source: std::io::Error },
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves the data consistent between statements, so a panic
+    // elsewhere does not make it unusable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Engine {
+    pub fn new(catalog: Arc<Catalog>, config: SyncConfig, west_factory: WestFactory, cancel: CancellationToken) -> Arc<Self> {
+        Arc::new(Self {
+            catalog,
+            config,
+            west_factory,
+            state: Mutex::new(State::default()),
+            queue: Mutex::new(Queue::default()),
+            wake: Notify::new(),
+            cancel,
+        })
+    }
+
+    // ------------------------------------------------------------ registry runtime
+
+    pub fn add_gpeer(&self, rec: GpeerRecord) {
+        let store = (self.west_factory)(&rec.conn);
+        lock(&self.state).gpeers.insert(rec.name.clone(), GpeerRt { rec, store, health: Health::default() });
+    }
+
+    pub fn remove_gpeer(&self, name: &str) {
+        lock(&self.state).gpeers.remove(name);
+    }
+
+    pub fn west_for(&self, gpeer: &str) -> Option<Arc<dyn WestStore>> {
+        lock(&self.state).gpeers.get(gpeer).map(|g| Arc::clone(&g.store))
+    }
+
+    /// A fresh client for a gpeer record (used by checks before the gpeer is registered).
+    pub fn connect(&self, conn: &GpeerConn) -> Arc<dyn WestStore> {
+        (self.west_factory)(conn)
+    }
+
+    pub fn gpeer_health(&self, name: &str) -> Option<Health> {
+        lock(&self.state).gpeers.get(name).map(|g| g.health.clone())
+    }
+
+    pub fn gpeer_records(&self) -> Vec<GpeerRecord> {
+        let mut v: Vec<_> = lock(&self.state).gpeers.values().map(|g| g.rec.clone()).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    pub fn gpair_records(&self) -> Vec<(GpairRecord, Arc<GpairStats>)> {
+        let mut v: Vec<_> = lock(&self.state).gpairs.values().map(|g| (g.rec.clone(), Arc::clone(&g.stats))).collect();
+        v.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        v
+    }
+
+    pub fn gpair(&self, name: &str) -> Option<(GpairRecord, Arc<GpairStats>)> {
+        lock(&self.state).gpairs.get(name).map(|g| (g.rec.clone(), Arc::clone(&g.stats)))
+    }
+
+    pub fn set_gpair_record(&self, rec: GpairRecord) {
+        if let Some(g) = lock(&self.state).gpairs.get_mut(&rec.name) {
+            g.rec = rec;
+        }
+    }
+
+    /// Registers a gpair and starts its watcher and scan loop.
+    pub fn start_gpair(self: &Arc<Self>, rec: GpairRecord) {
+        let stats = Arc::new(GpairStats::default());
+        let prefix = gpair_key(&rec.name, b"");
+        let mut entries = 0u64;
+        let _ = self.catalog.for_each_raw(CF_ENTRIES, &prefix, |_, _| {
+            entries += 1;
+            true
+        });
+        stats.entries.store(entries, Ordering::Relaxed);
+        let cancel = self.cancel.child_token();
+        let rescan = Arc::new(Notify::new());
+        let rt = GpairRt { rec: rec.clone(), cancel: cancel.clone(), stats: Arc::clone(&stats), rescan: Arc::clone(&rescan) };
+        lock(&self.state).gpairs.insert(rec.name.clone(), rt);
+        if self.config.watch {
+            watch::start(Arc::clone(self), rec.clone(), cancel.clone(), Arc::clone(&stats), Arc::clone(&rescan));
+        }
+        tokio::spawn(scan::scan_loop(Arc::clone(self), rec, cancel, stats, rescan));
+    }
+
+    /// Stops a gpair's work and forgets its records (unbind).
+    pub async fn stop_gpair(&self, name: &str) -> Result<(), SyncError> {
+        let rt = lock(&self.state).gpairs.remove(name);
+        if let Some(rt) = rt {
+            rt.cancel.cancel();
+        }
+        let prefix = gpair_key(name, b"");
+        lock(&self.queue).remove_prefix(&prefix);
+        let catalog = Arc::clone(&self.catalog);
+        tokio::task::spawn_blocking(move || {
+            catalog.delete_prefix(CF_OUTBOX, &prefix)?;
+            catalog.delete_prefix(CF_ENTRIES, &prefix)
+        })
+        .await
+        .map_err(|e| SyncError::East { path: PathBuf::from(name), source: std::io::Error::other(e) })??;
+        Ok(())
+    }
+
+    fn gpeer_of(&self, gpair: &str) -> Option<String> {
+        lock(&self.state).gpairs.get(gpair).map(|g| g.rec.gpeer.clone())
+    }
+
+    // ------------------------------------------------------------ enqueueing
+
+    /// Records that `path` of `gpair` needs `op` on west, coalescing with what is already
+    /// queued for the path, and schedules it `delay_ms` from now. Blocking (catalog write).
+    pub fn enqueue(&self, gpair: &str, path: &[u8], op: Op, delay_ms: i64) -> Result<(), SyncError> {
+        self.enqueue_batch(gpair, vec![(path.to_vec(), op)], delay_ms)
+    }
+
+    pub fn enqueue_batch(&self, gpair: &str, items: Vec<(Vec<u8>, Op)>, delay_ms: i64) -> Result<(), SyncError> {
+        let Some(gpeer) = self.gpeer_of(gpair) else { return Ok(()) };
+        let now = now_ms();
+        let due = now + delay_ms;
+        let mut q = lock(&self.queue);
+        let mut batch = self.catalog.batch();
+        let mut scheduled = Vec::with_capacity(items.len());
+        let mut extra: Vec<(Vec<u8>, Op)> = Vec::new();
+        for (path, op) in items {
+            let key = gpair_key(gpair, &path);
+            let existing: Option<OutboxRecord> = self.catalog.get(CF_OUTBOX, &key).unwrap_or(None);
+            let op = match (existing.as_ref().map(|r| &r.op), op) {
+                // A rename not yet applied stays; its apply refreshes the destination.
+                (Some(Op::Rename { .. }), Op::Put) => continue,
+                // The destination of a pending rename went away: west still has the source.
+                (Some(Op::Rename { from, is_dir }), Op::Delete { .. }) => {
+                    extra.push((from.clone(), Op::Delete { is_dir: *is_dir }));
+                    Op::Delete { is_dir: *is_dir }
+                }
+                (_, op) => op,
+            };
+            let is_rename = matches!(op, Op::Rename { .. });
+            let rec = OutboxRecord { op, attempts: 0, last_error: None, next_due_ms: due, enqueued_ms: now };
+            batch.put(CF_OUTBOX, &key, &rec);
+            q.set_failing(&key, false);
+            scheduled.push((key, is_rename));
+        }
+        for (path, op) in extra {
+            let key = gpair_key(gpair, &path);
+            batch.put(CF_OUTBOX, &key, &OutboxRecord { op, attempts: 0, last_error: None, next_due_ms: due, enqueued_ms: now });
+            scheduled.push((key, false));
+        }
+        batch.commit()?;
+        for (key, is_rename) in scheduled {
+            q.schedule(&gpeer, key, due, is_rename);
+        }
+        drop(q);
+        self.wake.notify_waiters();
+        Ok(())
+    }
+
+    /// Loads every outbox record into the schedule (daemon start).
+    pub fn load_outbox(&self) -> Result<usize, SyncError> {
+        let records: Vec<(Vec<u8>, OutboxRecord)> =
+            self.catalog.scan(CF_OUTBOX, b"", |e| tracing::error!(error = %e, "skipping corrupt outbox record"))?;
+        let mut q = lock(&self.queue);
+        let mut n = 0;
+        for (key, rec) in records {
+            let Some((gpair, _)) = split_gpair_key(&key) else { continue };
+            let Some(gpeer) = self.gpeer_of(gpair) else { continue };
+            if rec.attempts > 0 {
+                q.set_failing(&key, true);
+            }
+            let is_rename = matches!(rec.op, Op::Rename { .. });
+            q.schedule(&gpeer, key, rec.next_due_ms, is_rename);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    pub fn queue_counts(&self, gpair: &str) -> (u64, u64) {
+        lock(&self.queue).counts(&gpair_key(gpair, b""))
+    }
+
+    pub fn total_counts(&self) -> (u64, u64) {
+        lock(&self.queue).counts(b"")
+    }
+
+    /// The failing records of a gpair: (path, record).
+    pub fn failures(&self, gpair: &str, limit: usize) -> Vec<(Vec<u8>, OutboxRecord)> {
+        let keys = lock(&self.queue).failing_keys(&gpair_key(gpair, b""), limit);
+        keys.into_iter()
+            .filter_map(|k| {
+                let rec: OutboxRecord = self.catalog.get(CF_OUTBOX, &k).ok().flatten()?;
+                Some((split_gpair_key(&k)?.1.to_vec(), rec))
+            })
+            .collect()
+    }
+
+    // ------------------------------------------------------------ workers
+
+    /// Runs the worker pool until cancelled.
+    pub fn start_workers(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut handles: Vec<_> = (0..self.config.workers).map(|_| tokio::spawn(Arc::clone(self).worker())).collect();
+        // Group commit: one WAL fsync per tick covers every update since the last one.
+        let me = Arc::clone(self);
+        handles.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = me.cancel.cancelled() => break,
+                }
+                let c = Arc::clone(&me.catalog);
+                let _ = tokio::task::spawn_blocking(move || c.sync_wal()).await;
+            }
+        }));
+        handles
+    }
+
+    async fn worker(self: Arc<Self>) {
+        loop {
+            let key = tokio::select! {
+                () = self.cancel.cancelled() => return,
+                key = self.next_item() => key,
+            };
+            self.apply(key).await;
+        }
+    }
+
+    fn paused_gpeers(&self, now: i64) -> HashSet<String> {
+        lock(&self.state)
+            .gpeers
+            .values()
+            .filter(|g| g.health.paused_until_ms > now)
+            .map(|g| g.rec.name.clone())
+            .collect()
+    }
+
+    async fn next_item(&self) -> ItemKey {
+        loop {
+            let woken = self.wake.notified();
+            let now = now_ms();
+            let paused = self.paused_gpeers(now);
+            let next = match lock(&self.queue).pop_ready(now, &paused) {
+                Ok(key) => return key,
+                Err(next) => next,
+            };
+            let paused_until = lock(&self.state).gpeers.values().map(|g| g.health.paused_until_ms).filter(|&t| t > now).min();
+            let wake_at = [next, paused_until].into_iter().flatten().min();
+            let wait = wake_at.map_or(1000, |t| (t - now).clamp(1, 1000)) as u64;
+            tokio::select! {
+                () = woken => {}
+                () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            }
+        }
+    }
+
+    /// The store of a gpeer, rebuilt first if a transient failure asked for it.
+    fn store_for(&self, gpeer: &str) -> Option<Arc<dyn WestStore>> {
+        let mut st = lock(&self.state);
+        let g = st.gpeers.get_mut(gpeer)?;
+        if g.health.needs_rebuild {
+            // New client: new DNS lookup, new connections.
+            g.store = (self.west_factory)(&g.rec.conn);
+            g.health.needs_rebuild = false;
+            tracing::info!(gpeer, "rebuilt the west client before resuming");
+        }
+        Some(Arc::clone(&g.store))
+    }
+
+    fn record_success(&self, gpeer: &str) {
+        if let Some(g) = lock(&self.state).gpeers.get_mut(gpeer) {
+            if g.health.consecutive_failures > 0 {
+                tracing::info!(gpeer, "gpeer is healthy again");
+            }
+            g.health.consecutive_failures = 0;
+            g.health.paused_until_ms = 0;
+            g.health.last_success_at_ms = now_ms();
+        }
+    }
+
+    fn record_transient(&self, gpeer: &str, err: &WestError) {
+        let max = self.config.gpeer_backoff_max.as_millis() as i64;
+        if let Some(g) = lock(&self.state).gpeers.get_mut(gpeer) {
+            let h = &mut g.health;
+            h.consecutive_failures = h.consecutive_failures.saturating_add(1);
+            let exp = 200i64.saturating_mul(1i64 << h.consecutive_failures.min(16)).min(max);
+            let jittered = rand::thread_rng().gen_range(exp / 2..=exp.max(1));
+            h.paused_until_ms = now_ms() + jittered;
+            h.last_error = err.message.clone();
+            h.last_error_at_ms = now_ms();
+            h.needs_rebuild = true;
+            tracing::warn!(gpeer, error = %err, retry_in_ms = jittered, "gpeer unreachable; pausing its work");
+        }
+    }
+
+    fn backoff_ms(&self, attempts: u32) -> i64 {
+        let base = self.config.retry_base.as_millis() as i64;
+        let max = self.config.retry_max.as_millis() as i64;
+        let exp = base.saturating_mul(1i64 << attempts.min(20)).min(max);
+        rand::thread_rng().gen_range(exp / 2..=exp.max(1))
+    }
+
+    async fn apply(self: &Arc<Self>, key: ItemKey) {
+        let Some((gpair, path)) = split_gpair_key(&key).map(|(g, p)| (g.to_owned(), p.to_vec())) else {
+            lock(&self.queue).finish(&key);
+            return;
+        };
+        let rt = lock(&self.state).gpairs.get(&gpair).map(|g| (g.rec.clone(), Arc::clone(&g.stats)));
+        let record: Option<OutboxRecord> = self.catalog.get(CF_OUTBOX, &key).unwrap_or(None);
+        let (Some((rec, stats)), Some(record)) = (rt, record) else {
+            lock(&self.queue).finish(&key);
+            return;
+        };
+        let Some(store) = self.store_for(&rec.gpeer) else {
+            lock(&self.queue).finish(&key);
+            return;
+        };
+        let result = self.apply_op(&rec, &stats, store.as_ref(), &path, &record.op).await;
+        let gpeer = rec.gpeer.clone();
+        match result {
+            Ok(()) => {
+                self.record_success(&gpeer);
+                stats.applied.fetch_add(1, Ordering::Relaxed);
+                let mut q = lock(&self.queue);
+                q.set_failing(&key, false);
+                if q.finish(&key) {
+                    // Re-enqueued while we worked: its newer record stays and runs again.
+                    q.schedule(&gpeer, key, now_ms(), false);
+                } else if let Err(e) = self.catalog.delete(CF_OUTBOX, &key) {
+                    tracing::error!(error = %e, "cannot remove an applied outbox record");
+                }
+            }
+            Err(SyncError::West(e)) if !e.is_permanent() => {
+                self.record_transient(&gpeer, &e);
+                let mut q = lock(&self.queue);
+                q.finish(&key);
+                // Not the entry's fault: it keeps its attempts and waits for the gpeer.
+                q.schedule(&gpeer, key, now_ms(), matches!(record.op, Op::Rename { .. }));
+            }
+            Err(e) => {
+                let attempts = record.attempts + 1;
+                let delay = self.backoff_ms(attempts);
+                tracing::warn!(gpair, path = %String::from_utf8_lossy(&path), error = %e, attempts, "sync of an entry failed");
+                let mut q = lock(&self.queue);
+                let redo = q.finish(&key);
+                if redo {
+                    q.schedule(&gpeer, key, now_ms(), false);
+                } else {
+                    let failed = OutboxRecord {
+                        attempts,
+                        last_error: Some(e.to_string()),
+                        next_due_ms: now_ms() + delay,
+                        ..record.clone()
+                    };
+                    if let Err(err) = self.catalog.put(CF_OUTBOX, &key, &failed) {
+                        tracing::error!(error = %err, "cannot record an outbox failure");
+                    }
+                    q.set_failing(&key, true);
+                    q.schedule(&gpeer, key, failed.next_due_ms, matches!(record.op, Op::Rename { .. }));
+                }
+            }
+        }
+    }
+
+    async fn apply_op(
+        self: &Arc<Self>,
+        rec: &GpairRecord,
+        stats: &GpairStats,
+        west: &dyn WestStore,
+        path: &[u8],
+        op: &Op,
+    ) -> Result<(), SyncError> {
+        if path.is_empty() {
+            return Ok(()); // the share root maps to the prefix itself
+        }
+        let abs = join_rel(&rec.local_path, path);
+        let east = read_meta(abs.clone()).await?;
+        let key = gpair_key(&rec.name, path);
+        match (op, east) {
+            (Op::Rename { from, is_dir }, Some(meta)) => {
+                let (from_key, to_key) = (west_key(&rec.prefix, from), west_key(&rec.prefix, path));
+                match west.rename(&rec.bucket, &from_key, &to_key, *is_dir).await {
+                    Ok(()) => {
+                        self.move_entries(&rec.name, from, path, *is_dir)?;
+                        self.put_entry(rec, stats, west, path, &meta).await
+                    }
+                    Err(e) if !e.is_permanent() => Err(e.into()),
+                    Err(e) => {
+                        // Source gone or destination taken on west: sync the new path
+                        // afresh and remove the old one.
+                        tracing::info!(gpair = rec.name, error = %e, "native rename not possible; resyncing both paths");
+                        self.delete_subtree(rec, from, *is_dir)?;
+                        self.put_entry(rec, stats, west, path, &meta).await?;
+                        if *is_dir {
+                            scan::enqueue_subtree(self, rec, path)?;
+                        }
+                        Ok(())
+                    }
+                }
+            }
+            (_, Some(meta)) => self.put_entry(rec, stats, west, path, &meta).await,
+            (op, None) => {
+                let known: Option<EntryRecord> = self.catalog.get(CF_ENTRIES, &key)?;
+                let is_dir = match (op, &known) {
+                    (_, Some(r)) => r.meta.kind == EntryKind::Dir,
+                    (Op::Delete { is_dir } | Op::Rename { is_dir, .. }, None) => *is_dir,
+                    (Op::Put, None) => return Ok(()), // never synced, already gone
+                };
+                west.delete_entry(&rec.bucket, &west_key(&rec.prefix, path), is_dir).await?;
+                if known.is_some() {
+                    self.catalog.delete(CF_ENTRIES, &key)?;
+                    stats.entries.fetch_sub(1, Ordering::Relaxed);
+                }
+                if is_dir {
+                    // Whatever west still has under it goes too.
+                    self.delete_subtree_children(rec, path)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn put_entry(&self, rec: &GpairRecord, stats: &GpairStats, west: &dyn WestStore, path: &[u8], meta: &EntryMeta) -> Result<(), SyncError> {
+        west.put_entry(&rec.bucket, &west_key(&rec.prefix, path), meta, &rec.gpair_value).await?;
+        let key = gpair_key(&rec.name, path);
+        let existed = self.catalog.get_raw(CF_ENTRIES, &key)?.is_some();
+        self.catalog.put(CF_ENTRIES, &key, &EntryRecord { meta: meta.clone(), synced_at_ms: now_ms() })?;
+        if !existed {
+            stats.entries.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// After a native rename: the catalog records under `from` move to `to`.
+    fn move_entries(&self, gpair: &str, from: &[u8], to: &[u8], is_dir: bool) -> Result<(), SyncError> {
+        let mut batch = self.catalog.batch();
+        let old = gpair_key(gpair, from);
+        if let Some(v) = self.catalog.get::<EntryRecord>(CF_ENTRIES, &old)? {
+            batch.delete(CF_ENTRIES, &old);
+            batch.put(CF_ENTRIES, &gpair_key(gpair, to), &v);
+        }
+        if is_dir {
+            let mut under = old.clone();
+            under.push(b'/');
+            let records: Vec<(Vec<u8>, EntryRecord)> = self.catalog.scan(CF_ENTRIES, &under, |_| {})?;
+            for (k, v) in records {
+                let mut new_path = to.to_vec();
+                new_path.extend_from_slice(&k[old.len()..]);
+                batch.delete(CF_ENTRIES, &k);
+                batch.put(CF_ENTRIES, &gpair_key(gpair, &new_path), &v);
+            }
+        }
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// Queues deletes for `path` and every catalog entry under it.
+    fn delete_subtree(&self, rec: &GpairRecord, path: &[u8], is_dir: bool) -> Result<(), SyncError> {
+        self.enqueue(&rec.name, path, Op::Delete { is_dir }, 0)?;
+        if is_dir {
+            self.delete_subtree_children(rec, path)?;
+        }
+        Ok(())
+    }
+
+    fn delete_subtree_children(&self, rec: &GpairRecord, path: &[u8]) -> Result<(), SyncError> {
+        let mut under = gpair_key(&rec.name, path);
+        under.push(b'/');
+        let records: Vec<(Vec<u8>, EntryRecord)> = self.catalog.scan(CF_ENTRIES, &under, |_| {})?;
+        let items: Vec<(Vec<u8>, Op)> = records
+            .into_iter()
+            .filter_map(|(k, r)| {
+                let p = split_gpair_key(&k)?.1.to_vec();
+                Some((p, Op::Delete { is_dir: r.meta.kind == EntryKind::Dir }))
+            })
+            .collect();
+        if !items.is_empty() {
+            self.enqueue_batch(&rec.name, items, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Maps an absolute east path to (gpair, relative path) by the longest bound share.
+    pub fn resolve(&self, abs: &Path) -> Option<(String, Vec<u8>)> {
+        let st = lock(&self.state);
+        let mut best: Option<(&GpairRt, usize)> = None;
+        for g in st.gpairs.values() {
+            if abs.starts_with(&g.rec.local_path) {
+                let depth = g.rec.local_path.components().count();
+                if best.is_none_or(|(_, d)| depth > d) {
+                    best = Some((g, depth));
+                }
+            }
+        }
+        let (g, _) = best?;
+        let rel = abs.strip_prefix(&g.rec.local_path).ok()?;
+        Some((g.rec.name.clone(), std::os::unix::ffi::OsStrExt::as_bytes(rel.as_os_str()).to_vec()))
+    }
+}
+
+/// `base/rel` for a relative path given as bytes.
+pub fn join_rel(base: &Path, rel: &[u8]) -> PathBuf {
+    base.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(rel))
+}
+
+async fn read_meta(abs: PathBuf) -> Result<Option<EntryMeta>, SyncError> {
+    let p = abs.clone();
+    let r = tokio::task::spawn_blocking(move || EntryMeta::read(&p))
+        .await
+        .map_err(|e| SyncError::East { path: abs.clone(), source: std::io::Error::other(e) })?;
+    match r {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => Ok(None),
+        Err(source) => Err(SyncError::East { path: abs, source }),
+    }
+}

@@ -1,0 +1,171 @@
+//! Access to west: the [`WestStore`] trait, its two dialects (`gateway`: our s3fs-gateway with
+//! SetAttrObj and native rename; `s3`: any S3, gpair-name as an object tag, rename as
+//! copy + delete), an in-memory store for unit tests and a fault-injecting wrapper.
+//!
+//! This module never decides *when* to talk to west (that is the outbox's job) and never
+//! retries on its own: every error says whether it is permanent, and the caller decides.
+
+use async_trait::async_trait;
+
+use crate::entry::EntryMeta;
+
+pub mod entries;
+pub mod fault;
+pub mod gateway;
+pub mod keys;
+pub mod memory;
+pub mod s3;
+mod sdk;
+
+pub use keys::WestKey;
+
+/// The store for one gpeer, in its dialect. Building it does no I/O: unreachable endpoints
+/// show up on the first call (or in [`WestStore::check`]).
+pub fn connect(conn: &GpeerConn) -> std::sync::Arc<dyn WestStore> {
+    match conn.dialect {
+        Dialect::Gateway => std::sync::Arc::new(gateway::GatewayWest::new(conn)),
+        Dialect::S3 => std::sync::Arc::new(s3::S3West::new(conn)),
+    }
+}
+
+/// Which protocol flavour a gpeer speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    Gateway,
+    S3,
+}
+
+/// How to reach a gpeer.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct GpeerConn {
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
+    pub dialect: Dialect,
+}
+
+impl std::fmt::Debug for GpeerConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpeerConn")
+            .field("endpoint", &self.endpoint)
+            .field("access_key", &self.access_key)
+            .field("secret_key", &"<redacted>")
+            .field("region", &self.region)
+            .field("dialect", &self.dialect)
+            .finish()
+    }
+}
+
+/// SetAttrObj attribute keys (DESIGN 4.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetAttr {
+    /// West owns the data: west gpair-name := NULL.
+    LocalToRemote,
+    /// East owns the data again: west gpair-name := value, west data released.
+    RemoteToLocal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Connection refused/reset, timeouts, 5xx, SlowDown, unparseable answers: retry later.
+    Transient,
+    /// 4xx other than throttling, checksum mismatches: retrying will not help.
+    Permanent,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct WestError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl WestError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self { kind: ErrorKind::Transient, message: message.into() }
+    }
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { kind: ErrorKind::Permanent, message: message.into() }
+    }
+    pub fn is_permanent(&self) -> bool {
+        self.kind == ErrorKind::Permanent
+    }
+}
+
+/// Which step of [`WestStore::check`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckStage {
+    Dns,
+    Connect,
+    Auth,
+    Bucket,
+    Protocol,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{stage:?}: {message}")]
+pub struct CheckFailure {
+    pub stage: CheckStage,
+    pub message: String,
+}
+
+/// One entry as listed on west.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WestEntry {
+    pub key: String,
+    /// The east path relative to the share, decoded from the key (or from the long-key
+    /// metadata), raw bytes.
+    pub rel_path: Vec<u8>,
+    /// Bytes of data the object holds on west.
+    pub data_len: u64,
+    /// `x-amz-meta-gpair-size`, when present.
+    pub logical_size: Option<u64>,
+    pub gpair_name: Option<String>,
+    pub is_dir: bool,
+    /// The POSIX metadata recorded with the entry (`x-amz-meta-mode` etc.), when present.
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mtime_ns: Option<i64>,
+    pub symlink_target: Option<Vec<u8>>,
+}
+
+/// A connection to one gpeer. Cheap to clone behind an `Arc`; rebuilt by the caller after
+/// transient failures (new DNS lookup, new connections).
+#[async_trait]
+pub trait WestStore: Send + Sync + 'static {
+    fn dialect(&self) -> Dialect;
+
+    /// Checks DNS, connectivity, credentials and, if given, the bucket; names the step
+    /// that failed.
+    async fn check(&self, bucket: Option<&str>) -> Result<(), CheckFailure>;
+
+    async fn bucket_exists(&self, bucket: &str) -> Result<bool, WestError>;
+
+    async fn create_bucket(&self, bucket: &str) -> Result<(), WestError>;
+
+    /// Writes the west metadata entry of one east entry. Files become placeholders
+    /// (zero-length, gpair-name = `gpair_value`, `x-amz-meta-gpair-size`); directories
+    /// become `dir/` markers; symlinks and special files become zero-length objects whose
+    /// `x-amz-meta-gpair-*` headers record the kind, target and rdev. Every entry carries
+    /// `x-amz-meta-mode`, `-uid`, `-gid`, `-mtime`. Idempotent.
+    async fn put_entry(&self, bucket: &str, key: &WestKey, meta: &EntryMeta, gpair_value: &str) -> Result<(), WestError>;
+
+    /// Removes an entry (the `dir/` marker when `is_dir`). A missing entry is not an error.
+    async fn delete_entry(&self, bucket: &str, key: &WestKey, is_dir: bool) -> Result<(), WestError>;
+
+    /// Moves an entry, or a whole directory with everything under it. Native on the
+    /// gateway dialect; copy + delete of every object on the s3 dialect. Idempotent: if
+    /// the source is gone and the destination exists, it succeeds.
+    async fn rename(&self, bucket: &str, from: &WestKey, to: &WestKey, is_dir: bool) -> Result<(), WestError>;
+
+    /// Every entry whose key starts with `prefix`, in key order.
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<WestEntry>, WestError>;
+
+    async fn head(&self, bucket: &str, key: &WestKey, is_dir: bool) -> Result<Option<WestEntry>, WestError>;
+
+    /// SetAttrObj (DESIGN 4.4). Idempotent.
+    async fn set_attr(&self, bucket: &str, key: &WestKey, attr: SetAttr, gpair_value: &str) -> Result<(), WestError>;
+}

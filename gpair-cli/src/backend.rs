@@ -1,0 +1,139 @@
+//! The connection to the backend's admin socket.
+//!
+//! [`Backend`] says where the backend is and how long to wait; [`Backend::connect`] opens the
+//! Unix socket and returns a [`BackendClient`], a thin wrapper over the generated gRPC client
+//! whose methods turn every failure into a [`CliError`]: statuses the backend sent keep their
+//! code and message, while a connection that breaks under a request becomes
+//! [`CliError::Unreachable`] naming the socket. Commands validate their input first and
+//! connect only then, so a usage error never depends on whether the backend is up.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gpair_proto::pb::{self, admin_client::AdminClient};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::error::{connect_reason, is_client_timeout, CliError};
+
+/// How long connecting to the socket may take; a local socket answers at once or never.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the backend listens and how long to wait for its answers.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl Backend {
+    /// The backend at `socket`; each request may take up to `timeout`.
+    pub fn new(socket: impl Into<PathBuf>, timeout: Duration) -> Self {
+        Backend {
+            socket: socket.into(),
+            timeout,
+        }
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    fn unreachable(&self, reason: String) -> CliError {
+        CliError::Unreachable {
+            socket: self.socket.display().to_string(),
+            reason,
+        }
+    }
+
+    /// Connects to the socket. A missing socket or a refused connection is
+    /// [`CliError::Unreachable`] with the reason in words.
+    pub async fn connect(&self) -> Result<BackendClient, CliError> {
+        let path = self.socket.clone();
+        let channel = Endpoint::from_static("http://localhost")
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(self.timeout)
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    let stream = UnixStream::connect(path).await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(stream))
+                }
+            }))
+            .await
+            .map_err(|e| self.unreachable(connect_reason(&e)))?;
+        Ok(BackendClient {
+            backend: self.clone(),
+            admin: AdminClient::new(channel),
+        })
+    }
+}
+
+/// A connected admin client: one method per Admin RPC, errors already mapped.
+#[derive(Debug, Clone)]
+pub struct BackendClient {
+    backend: Backend,
+    admin: AdminClient<Channel>,
+}
+
+/// Generates the thin per-RPC methods; each returns the response message or a [`CliError`].
+macro_rules! rpcs {
+    ($($(#[$doc:meta])* $name:ident($req:ty) -> $resp:ty;)*) => {
+        impl BackendClient {
+            $(
+                $(#[$doc])*
+                pub async fn $name(&mut self, req: $req) -> Result<$resp, CliError> {
+                    match self.admin.$name(req).await {
+                        Ok(r) => Ok(r.into_inner()),
+                        Err(s) => Err(self.status_error(s)),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+rpcs! {
+    /// `AddGpeer`.
+    add_gpeer(pb::AddGpeerRequest) -> pb::Gpeer;
+    /// `ListGpeers`.
+    list_gpeers(pb::ListGpeersRequest) -> pb::ListGpeersResponse;
+    /// `GetGpeer`.
+    get_gpeer(pb::GetGpeerRequest) -> pb::Gpeer;
+    /// `CheckGpeer`.
+    check_gpeer(pb::GetGpeerRequest) -> pb::CheckGpeerResponse;
+    /// `RemoveGpeer`.
+    remove_gpeer(pb::RemoveGpeerRequest) -> pb::RemoveGpeerResponse;
+    /// `Bind`.
+    bind(pb::BindRequest) -> pb::Gpair;
+    /// `ListGpairs`.
+    list_gpairs(pb::ListGpairsRequest) -> pb::ListGpairsResponse;
+    /// `GetGpair`.
+    get_gpair(pb::GetGpairRequest) -> pb::Gpair;
+    /// `Unbind`.
+    unbind(pb::UnbindRequest) -> pb::UnbindResponse;
+    /// `SyncStatus`.
+    sync_status(pb::SyncStatusRequest) -> pb::SyncStatusResponse;
+    /// `Status`.
+    status(pb::StatusRequest) -> pb::StatusResponse;
+}
+
+impl BackendClient {
+    /// Maps a failed call. Running out of `--timeout` is [`CliError::Timeout`]. tonic reports local transport failures (the connection closed, the
+    /// peer is not an HTTP/2 server) as a status carrying the underlying error as its source;
+    /// statuses the backend sent carry none. The first kind means "cannot reach the backend".
+    fn status_error(&self, s: tonic::Status) -> CliError {
+        if is_client_timeout(&s) {
+            return CliError::Timeout {
+                socket: self.backend.socket.display().to_string(),
+                secs: self.backend.timeout.as_secs(),
+            };
+        }
+        match std::error::Error::source(&s) {
+            Some(cause) => self.backend.unreachable(connect_reason(cause)),
+            None => CliError::from(s),
+        }
+    }
+}

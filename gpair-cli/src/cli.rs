@@ -1,0 +1,269 @@
+//! The command line: clap definitions only. Values are checked in [`crate::validate`], not
+//! here, so every bad value gets the same one-line `FLAG: problem` answer and exit code 2.
+//!
+//! Later command groups (migrate, recall, state, job, quota, policy, caps, session, fsck) add a
+//! variant to [`Command`] and a module under `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::format::OutputFormat;
+
+/// The backend socket when neither `--backend` nor `GPAIR_BACKEND` is set.
+pub const DEFAULT_SOCKET: &str = "/run/gpair/backend.sock";
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  the backend refused the request (invalid value, wrong state, already exists, not found),
+     or `gpeer check` found a problem
+  2  usage error: unknown command or flag, missing or invalid value (nothing was sent)
+  3  the backend cannot be reached (no socket, connection refused, unavailable)
+  4  any other failure (internal backend error, timeout, unexpected answer)
+
+Environment:
+  GPAIR_BACKEND     the backend's admin socket (default /run/gpair/backend.sock)
+  GPAIR_SECRET_KEY  the secret key for `gpeer add` when neither --secret-key nor
+                    --secret-key-file is given
+
+Results go to stdout, errors to stderr as one line starting with `gpair: `.
+See docs/cli.md for every command with an example.";
+
+/// Administer a gpair backend: gpeers (remote clusters), gpairs (share pairings) and sync.
+#[derive(Debug, Parser)]
+#[command(name = "gpair", version, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    /// The backend's admin socket.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SOCKET",
+        env = "GPAIR_BACKEND",
+        default_value = DEFAULT_SOCKET
+    )]
+    pub backend: PathBuf,
+
+    /// How to print results.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    /// Seconds to wait for the backend's answer.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub timeout: u64,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage gpeers: remote clusters reached over S3.
+    #[command(subcommand)]
+    Gpeer(GpeerCommand),
+
+    /// Bind a gpair: pair a local share with BUCKET[/PREFIX] on a gpeer.
+    Bind(BindArgs),
+
+    /// List the gpairs.
+    Ls,
+
+    /// Show one gpair.
+    Show {
+        /// The gpair's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+
+    /// Unbind a gpair. Refused while it has offloaded files, unless --force.
+    Unbind {
+        /// The gpair's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Unbind even with offloaded files; their data stays on west.
+        #[arg(long)]
+        force: bool,
+    },
+
+    /// Metadata sync (east -> west).
+    #[command(subcommand)]
+    Sync(SyncCommand),
+
+    /// Show the backend's status.
+    Status,
+}
+
+/// `gpair gpeer ...`.
+#[derive(Debug, Subcommand)]
+pub enum GpeerCommand {
+    /// Add a gpeer. The backend checks it can reach it first, unless --no-check.
+    Add(GpeerAddArgs),
+    /// List the gpeers.
+    Ls,
+    /// Show one gpeer, with its health.
+    Show {
+        /// The gpeer's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Check that the backend can reach a gpeer (DNS, connect, auth, bucket, protocol).
+    Check {
+        /// The gpeer's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Remove a gpeer. Refused while gpairs are bound to it.
+    Rm {
+        /// The gpeer's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+}
+
+/// The S3 dialect of a gpeer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DialectArg {
+    /// Our s3fs-gateway: SetAttrObj, native rename.
+    Gateway,
+    /// Any S3 (MinIO, Ceph RGW, AWS): gpair-name as an object tag.
+    S3,
+}
+
+/// `gpair gpeer add`.
+#[derive(Debug, Args)]
+pub struct GpeerAddArgs {
+    /// The gpeer's name, [A-Za-z0-9_.-]{1,64}.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// The S3 endpoint, http(s)://host[:port].
+    #[arg(long, value_name = "URL")]
+    pub endpoint: String,
+
+    /// The remote cluster's id, e.g. LC_222.
+    #[arg(long, value_name = "ID")]
+    pub cluster_id: String,
+
+    /// The S3 access key.
+    #[arg(long, value_name = "K")]
+    pub access_key: String,
+
+    /// The S3 secret key. Visible to other users in `ps`: prefer --secret-key-file or
+    /// GPAIR_SECRET_KEY.
+    #[arg(long, value_name = "S", conflicts_with = "secret_key_file")]
+    pub secret_key: Option<String>,
+
+    /// Read the secret key from the first line of FILE (`-` = standard input).
+    #[arg(long, value_name = "FILE")]
+    pub secret_key_file: Option<PathBuf>,
+
+    /// The S3 dialect.
+    #[arg(long, value_enum, default_value_t = DialectArg::Gateway)]
+    pub dialect: DialectArg,
+
+    /// The S3 region [backend default: us-east-1].
+    #[arg(long, value_name = "R")]
+    pub region: Option<String>,
+
+    /// Add without checking that the gpeer answers.
+    #[arg(long)]
+    pub no_check: bool,
+}
+
+/// `gpair bind`.
+#[derive(Debug, Args)]
+pub struct BindArgs {
+    /// The gpair's name, [A-Za-z0-9_.-]{1,64}.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// The gpeer holding the remote side.
+    #[arg(long, value_name = "G")]
+    pub gpeer: String,
+
+    /// The local share (relative paths are taken from the current directory).
+    #[arg(long, value_name = "PATH")]
+    pub local: PathBuf,
+
+    /// BUCKET or BUCKET/PREFIX on the gpeer.
+    #[arg(long, value_name = "BUCKET[/PREFIX]")]
+    pub remote: String,
+
+    /// Create the bucket if it does not exist.
+    #[arg(long)]
+    pub create_bucket: bool,
+}
+
+/// `gpair sync ...`.
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Show metadata sync per gpair, with the entries that keep failing.
+    Status {
+        /// Only this gpair (default: all).
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_work_after_the_command() {
+        let cli = Cli::try_parse_from([
+            "gpair",
+            "gpeer",
+            "ls",
+            "--output",
+            "json",
+            "--backend",
+            "/s",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.output, OutputFormat::Json);
+        assert_eq!(cli.backend, PathBuf::from("/s"));
+        assert!(matches!(cli.command, Command::Gpeer(GpeerCommand::Ls)));
+    }
+
+    #[test]
+    fn secret_key_and_file_conflict() {
+        let r = Cli::try_parse_from([
+            "gpair",
+            "gpeer",
+            "add",
+            "w",
+            "--endpoint",
+            "http://x",
+            "--cluster-id",
+            "C",
+            "--access-key",
+            "a",
+            "--secret-key",
+            "s",
+            "--secret-key-file",
+            "/f",
+        ]);
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn help_lists_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("Exit codes:"));
+        assert!(help.contains("GPAIR_SECRET_KEY"));
+    }
+}
