@@ -4,7 +4,7 @@
 #
 #   1. installs what the tests need, only where it is missing:
 #        Debian: rclone, s3fs (s3fs-fuse), fuse3, attr, libclang-dev (RocksDB), hyperfine
-#        PyPI:   boto3, awscli, moto
+#        PyPI:   boto3, awscli, moto[server] (moto.server needs flask and flask-cors)
 #   2. cargo fmt --check, cargo clippy -D warnings, cargo build of every binary
 #   3. cargo nextest run over the whole workspace (the end-to-end tests in tests/ start the
 #      binaries just built, found through GPAIR_BIN_DIR)
@@ -79,7 +79,7 @@ need_py() { # need_py MODULE PACKAGE
     fi
 }
 need_py boto3 boto3
-need_py moto moto
+need_py moto.server "moto[server]"
 if command -v aws >/dev/null 2>&1; then
     echo "ok       aws ($(command -v aws))"
 else

@@ -25,7 +25,16 @@ pub const CF_JOBS: &str = "jobs";
 pub const CF_QUOTA: &str = "quota";
 pub const CF_SESSIONS: &str = "sessions";
 pub const CF_META: &str = "meta";
-const ALL_CFS: &[&str] = &[CF_REGISTRY, CF_ENTRIES, CF_INTENTS, CF_OUTBOX, CF_JOBS, CF_QUOTA, CF_SESSIONS, CF_META];
+const ALL_CFS: &[&str] = &[
+    CF_REGISTRY,
+    CF_ENTRIES,
+    CF_INTENTS,
+    CF_OUTBOX,
+    CF_JOBS,
+    CF_QUOTA,
+    CF_SESSIONS,
+    CF_META,
+];
 
 /// Current record format.
 pub const RECORD_VERSION: u8 = 1;
@@ -39,7 +48,11 @@ pub enum CatalogError {
     #[error("catalog: {0}")]
     Db(#[from] rocksdb::Error),
     #[error("catalog record {key} in {cf}: {message}")]
-    Corrupt { cf: &'static str, key: String, message: String },
+    Corrupt {
+        cf: &'static str,
+        key: String,
+        message: String,
+    },
 }
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
@@ -73,35 +86,52 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 pub fn decode<T: DeserializeOwned>(cf: &'static str, key: &[u8], bytes: &[u8]) -> Result<T> {
-    let corrupt = |message: String| CatalogError::Corrupt { cf, key: String::from_utf8_lossy(key).into_owned(), message };
+    let corrupt = |message: String| CatalogError::Corrupt {
+        cf,
+        key: String::from_utf8_lossy(key).into_owned(),
+        message,
+    };
     match bytes.split_first() {
-        Some((&RECORD_VERSION, rest)) => serde_json::from_slice(rest).map_err(|e| corrupt(e.to_string())),
-        Some((v, _)) => Err(corrupt(format!("record version {v} is not supported (this build knows {RECORD_VERSION})"))),
+        Some((&RECORD_VERSION, rest)) => {
+            serde_json::from_slice(rest).map_err(|e| corrupt(e.to_string()))
+        }
+        Some((v, _)) => Err(corrupt(format!(
+            "record version {v} is not supported (this build knows {RECORD_VERSION})"
+        ))),
         None => Err(corrupt("empty record".into())),
     }
 }
 
 impl Catalog {
     pub fn open(path: &Path) -> Result<Self> {
-        std::fs::create_dir_all(path)
-            .map_err(|e| CatalogError::Open { path: path.into(), message: e.to_string() })?;
+        std::fs::create_dir_all(path).map_err(|e| CatalogError::Open {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
-        let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
-        let db = DB::open_cf_descriptors(&opts, path, cfs)
-            .map_err(|e| CatalogError::Open { path: path.into(), message: e.to_string() })?;
-        let catalog = Self { db, path: path.into() };
+        let cfs = ALL_CFS
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| CatalogError::Open {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        let catalog = Self {
+            db,
+            path: path.into(),
+        };
         match catalog.get_raw(CF_META, b"layout")? {
             None => catalog.put_raw(CF_META, b"layout", &[LAYOUT_VERSION])?,
             Some(v) if v.as_slice() == [LAYOUT_VERSION] => {}
-            Some(v) => {
-                return Err(CatalogError::Open {
-                    path: path.into(),
-                    message: format!("catalog layout {v:?} is newer than this build understands ({LAYOUT_VERSION})"),
-                })
-            }
+            Some(v) => return Err(CatalogError::Open {
+                path: path.into(),
+                message: format!(
+                    "catalog layout {v:?} is newer than this build understands ({LAYOUT_VERSION})"
+                ),
+            }),
         }
         Ok(catalog)
     }
@@ -113,7 +143,9 @@ impl Catalog {
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
         // Every name used here is in ALL_CFS, created at open.
         #[allow(clippy::expect_used)]
-        self.db.cf_handle(name).expect("column family created at open")
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
     }
 
     pub fn get_raw(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -159,8 +191,15 @@ impl Catalog {
     }
 
     /// Calls `f` with every raw record under `prefix` until it returns false.
-    pub fn for_each_raw(&self, cf: &'static str, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
-        let iter = self.db.iterator_cf(self.cf(cf), IteratorMode::From(prefix, Direction::Forward));
+    pub fn for_each_raw(
+        &self,
+        cf: &'static str,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        let iter = self
+            .db
+            .iterator_cf(self.cf(cf), IteratorMode::From(prefix, Direction::Forward));
         for item in iter {
             let (k, v) = item?;
             if !k.starts_with(prefix) || !f(&k, &v) {
@@ -197,7 +236,10 @@ impl Catalog {
     }
 
     pub fn batch(&self) -> Batch<'_> {
-        Batch { catalog: self, batch: WriteBatch::default() }
+        Batch {
+            catalog: self,
+            batch: WriteBatch::default(),
+        }
     }
 
     /// Makes every write so far durable (one fsync of the WAL).
@@ -252,13 +294,24 @@ mod tests {
             c.sync_wal().unwrap();
         }
         let c = Catalog::open(dir.path()).unwrap();
-        assert_eq!(c.get::<Vec<u32>>(CF_REGISTRY, b"k").unwrap(), Some(vec![1, 2, 3]));
+        assert_eq!(
+            c.get::<Vec<u32>>(CF_REGISTRY, b"k").unwrap(),
+            Some(vec![1, 2, 3])
+        );
         let p1: Vec<(Vec<u8>, String)> = c.scan(CF_ENTRIES, &gpair_key("p1", b""), |_| {}).unwrap();
         assert_eq!(p1.len(), 2);
         assert_eq!(split_gpair_key(&p1[0].0), Some(("p1", &b"a/b"[..])));
         c.delete_prefix(CF_ENTRIES, &gpair_key("p1", b"")).unwrap();
-        assert!(c.scan::<String>(CF_ENTRIES, &gpair_key("p1", b""), |_| {}).unwrap().is_empty());
-        assert_eq!(c.scan::<String>(CF_ENTRIES, &gpair_key("p2", b""), |_| {}).unwrap().len(), 1);
+        assert!(c
+            .scan::<String>(CF_ENTRIES, &gpair_key("p1", b""), |_| {})
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            c.scan::<String>(CF_ENTRIES, &gpair_key("p2", b""), |_| {})
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -269,7 +322,8 @@ mod tests {
         let err = c.get::<serde_json::Value>(CF_REGISTRY, b"bad").unwrap_err();
         assert!(err.to_string().contains("version 9"), "{err}");
         let mut seen = 0;
-        let ok: Vec<(Vec<u8>, serde_json::Value)> = c.scan(CF_REGISTRY, b"", |_| seen += 1).unwrap();
+        let ok: Vec<(Vec<u8>, serde_json::Value)> =
+            c.scan(CF_REGISTRY, b"", |_| seen += 1).unwrap();
         assert!(ok.is_empty());
         assert_eq!(seen, 1);
     }

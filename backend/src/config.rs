@@ -40,6 +40,8 @@ pub struct RawSync {
     pub retry_max_ms: Option<u64>,
     /// Longest pause of a gpeer that answers with transient errors, ms (default 30000).
     pub gpeer_backoff_max_ms: Option<u64>,
+    /// Send metadata updates to gateway-dialect gpeers in batches (default true).
+    pub batch: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +63,7 @@ pub struct SyncConfig {
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub gpeer_backoff_max: Duration,
+    pub batch: bool,
 }
 
 impl Default for SyncConfig {
@@ -73,6 +76,7 @@ impl Default for SyncConfig {
             retry_base: Duration::from_millis(500),
             retry_max: Duration::from_secs(300),
             gpeer_backoff_max: Duration::from_secs(30),
+            batch: true,
         }
     }
 }
@@ -80,7 +84,10 @@ impl Default for SyncConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config: {0}")]
@@ -89,36 +96,57 @@ pub enum ConfigError {
 
 impl Config {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let raw: RawConfig =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
         Self::build(raw)
     }
 
     pub fn build(raw: RawConfig) -> Result<Self, ConfigError> {
         let invalid = |m: String| ConfigError::Invalid(m);
-        let cluster_id = raw.cluster_id.ok_or_else(|| invalid("`cluster_id` is required (e.g. \"LC_111\")".into()))?;
+        let cluster_id = raw
+            .cluster_id
+            .ok_or_else(|| invalid("`cluster_id` is required (e.g. \"LC_111\")".into()))?;
         if cluster_id.is_empty()
             || cluster_id.len() > 64
-            || !cluster_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            || !cluster_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
-            return Err(invalid(format!("cluster_id {cluster_id:?} must be 1-64 letters, digits, '_' or '-'")));
+            return Err(invalid(format!(
+                "cluster_id {cluster_id:?} must be 1-64 letters, digits, '_' or '-'"
+            )));
         }
-        let catalog = raw.catalog.ok_or_else(|| invalid("`catalog` (the catalog directory) is required".into()))?;
-        let socket = raw.socket.unwrap_or_else(|| PathBuf::from("/run/gpair/backend.sock"));
+        let catalog = raw
+            .catalog
+            .ok_or_else(|| invalid("`catalog` (the catalog directory) is required".into()))?;
+        let socket = raw
+            .socket
+            .unwrap_or_else(|| PathBuf::from("/run/gpair/backend.sock"));
         let socket_mode = raw.socket_mode.unwrap_or(0o600);
         if socket_mode > 0o777 {
-            return Err(invalid(format!("socket_mode {socket_mode:o} is not a permission mode")));
+            return Err(invalid(format!(
+                "socket_mode {socket_mode:o} is not a permission mode"
+            )));
         }
         let d = SyncConfig::default();
         let s = raw.sync;
         let workers = s.workers.unwrap_or(d.workers);
         if !(1..=1024).contains(&workers) {
-            return Err(invalid(format!("sync.workers = {workers}: must be 1..=1024")));
+            return Err(invalid(format!(
+                "sync.workers = {workers}: must be 1..=1024"
+            )));
         }
         let walk_threads = s.walk_threads.unwrap_or(d.walk_threads);
         if !(1..=256).contains(&walk_threads) {
-            return Err(invalid(format!("sync.walk_threads = {walk_threads}: must be 1..=256")));
+            return Err(invalid(format!(
+                "sync.walk_threads = {walk_threads}: must be 1..=256"
+            )));
         }
         let reconcile_interval = match s.reconcile_interval_secs {
             None => d.reconcile_interval,
@@ -128,7 +156,9 @@ impl Config {
         let retry_base = Duration::from_millis(s.retry_base_ms.unwrap_or(500).max(1));
         let retry_max = Duration::from_millis(s.retry_max_ms.unwrap_or(300_000));
         if retry_max < retry_base {
-            return Err(invalid("sync.retry_max_ms must be at least sync.retry_base_ms".into()));
+            return Err(invalid(
+                "sync.retry_max_ms must be at least sync.retry_base_ms".into(),
+            ));
         }
         Ok(Self {
             cluster_id,
@@ -143,7 +173,10 @@ impl Config {
                 watch: s.watch.unwrap_or(true),
                 retry_base,
                 retry_max,
-                gpeer_backoff_max: Duration::from_millis(s.gpeer_backoff_max_ms.unwrap_or(30_000).max(100)),
+                gpeer_backoff_max: Duration::from_millis(
+                    s.gpeer_backoff_max_ms.unwrap_or(30_000).max(100),
+                ),
+                batch: s.batch.unwrap_or(true),
             },
         })
     }
@@ -157,14 +190,22 @@ mod tests {
     fn required_fields_and_bad_values_are_named() {
         let err = Config::build(toml::from_str("catalog = \"/x\"").unwrap()).unwrap_err();
         assert!(err.to_string().contains("cluster_id"), "{err}");
-        let err = Config::build(toml::from_str("cluster_id = \"LC 1\"\ncatalog = \"/x\"").unwrap()).unwrap_err();
-        assert!(err.to_string().contains("LC 1"), "{err}");
-        let err = Config::build(toml::from_str("cluster_id = \"LC_1\"\ncatalog = \"/x\"\n[sync]\nworkers = 0").unwrap())
+        let err = Config::build(toml::from_str("cluster_id = \"LC 1\"\ncatalog = \"/x\"").unwrap())
             .unwrap_err();
+        assert!(err.to_string().contains("LC 1"), "{err}");
+        let err = Config::build(
+            toml::from_str("cluster_id = \"LC_1\"\ncatalog = \"/x\"\n[sync]\nworkers = 0").unwrap(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("sync.workers"), "{err}");
         assert!(toml::from_str::<RawConfig>("cluster_id = \"a\"\ncatalg = \"/x\"").is_err());
-        let c = Config::build(toml::from_str("cluster_id = \"LC_1\"\ncatalog = \"/x\"\n[sync]\nreconcile_interval_secs = 0").unwrap())
-            .unwrap();
+        let c = Config::build(
+            toml::from_str(
+                "cluster_id = \"LC_1\"\ncatalog = \"/x\"\n[sync]\nreconcile_interval_secs = 0",
+            )
+            .unwrap(),
+        )
+        .unwrap();
         assert_eq!(c.sync.reconcile_interval, None);
         assert_eq!(c.socket_mode, 0o600);
     }

@@ -22,7 +22,10 @@ pub enum RunError {
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),
     #[error("socket {path}: {source}")]
-    Socket { path: String, source: std::io::Error },
+    Socket {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("another gpair-backend is already listening on {0}")]
     InUse(String),
     #[error("gRPC server: {0}")]
@@ -30,19 +33,36 @@ pub enum RunError {
 }
 
 /// Runs the daemon until `shutdown` resolves.
-pub async fn run(config: Config, west: WestFactory, shutdown: impl std::future::Future<Output = ()>) -> Result<(), RunError> {
+pub async fn run(
+    config: Config,
+    west: WestFactory,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
     let started = Instant::now();
-    let catalog = Arc::new(tokio::task::block_in_place(|| Catalog::open(&config.catalog))?);
+    let catalog = Arc::new(tokio::task::block_in_place(|| {
+        Catalog::open(&config.catalog)
+    })?);
     let cancel = CancellationToken::new();
-    let engine = Engine::new(Arc::clone(&catalog), config.sync.clone(), west, cancel.clone());
+    let engine = Engine::new(
+        Arc::clone(&catalog),
+        config.sync.clone(),
+        west,
+        cancel.clone(),
+    );
 
-    let gpeers: Vec<(Vec<u8>, GpeerRecord)> =
-        catalog.scan(CF_REGISTRY, GPEER_PREFIX, |e| tracing::error!(error = %e, "skipping corrupt gpeer record"))?;
+    let gpeers: Vec<(Vec<u8>, GpeerRecord)> = catalog.scan(
+        CF_REGISTRY,
+        GPEER_PREFIX,
+        |e| tracing::error!(error = %e, "skipping corrupt gpeer record"),
+    )?;
     for (_, g) in gpeers {
         engine.add_gpeer(g);
     }
-    let gpairs: Vec<(Vec<u8>, GpairRecord)> =
-        catalog.scan(CF_REGISTRY, GPAIR_PREFIX, |e| tracing::error!(error = %e, "skipping corrupt gpair record"))?;
+    let gpairs: Vec<(Vec<u8>, GpairRecord)> = catalog.scan(
+        CF_REGISTRY,
+        GPAIR_PREFIX,
+        |e| tracing::error!(error = %e, "skipping corrupt gpair record"),
+    )?;
     let mut active = Vec::new();
     for (key, g) in gpairs {
         if g.state == GpairState::Unbinding {
@@ -69,7 +89,9 @@ pub async fn run(config: Config, west: WestFactory, shutdown: impl std::future::
         started,
         registry_lock: tokio::sync::Mutex::new(()),
     };
-    let changes = ChangesService { engine: Arc::clone(&engine) };
+    let changes = ChangesService {
+        engine: Arc::clone(&engine),
+    };
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let serve_cancel = cancel.clone();
     let server = tonic::transport::Server::builder()
@@ -85,7 +107,10 @@ pub async fn run(config: Config, west: WestFactory, shutdown: impl std::future::
     tracing::info!("shutting down: stopping workers");
     cancel.cancel();
     let drain = futures::future::join_all(workers);
-    if tokio::time::timeout(config.shutdown_grace, drain).await.is_err() {
+    if tokio::time::timeout(config.shutdown_grace, drain)
+        .await
+        .is_err()
+    {
         tracing::warn!("workers did not stop within the grace period");
     }
     let _ = tokio::task::block_in_place(|| catalog.sync_wal());
@@ -96,7 +121,10 @@ pub async fn run(config: Config, west: WestFactory, shutdown: impl std::future::
 
 fn bind_socket(config: &Config) -> Result<tokio::net::UnixListener, RunError> {
     let path = &config.socket;
-    let err = |source| RunError::Socket { path: path.display().to_string(), source };
+    let err = |source| RunError::Socket {
+        path: path.display().to_string(),
+        source,
+    };
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(err)?;
     }
@@ -108,6 +136,7 @@ fn bind_socket(config: &Config) -> Result<tokio::net::UnixListener, RunError> {
         std::fs::remove_file(path).map_err(err)?;
     }
     let listener = tokio::net::UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.socket_mode)).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.socket_mode))
+        .map_err(err)?;
     Ok(listener)
 }

@@ -72,13 +72,20 @@ impl EntryMeta {
         let md = std::fs::symlink_metadata(path)?;
         let kind = EntryKind::from_mode(md.mode());
         let symlink_target = if kind == EntryKind::Symlink {
-            Some(std::os::unix::ffi::OsStrExt::as_bytes(std::fs::read_link(path)?.as_os_str()).to_vec())
+            Some(
+                std::os::unix::ffi::OsStrExt::as_bytes(std::fs::read_link(path)?.as_os_str())
+                    .to_vec(),
+            )
         } else {
             None
         };
         Ok(Self {
             kind,
-            size: if matches!(kind, EntryKind::File | EntryKind::Symlink) { md.size() } else { 0 },
+            size: if matches!(kind, EntryKind::File | EntryKind::Symlink) {
+                md.size()
+            } else {
+                0
+            },
             mode: md.mode(),
             uid: md.uid(),
             gid: md.gid(),

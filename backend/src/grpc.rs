@@ -66,7 +66,12 @@ fn state_pb(s: GpairState) -> i32 {
 impl AdminService {
     fn gpeer_pb(&self, rec: &GpeerRecord) -> pb::Gpeer {
         let h = self.engine.gpeer_health(&rec.name).unwrap_or_default();
-        let gpairs = self.engine.gpair_records().iter().filter(|(g, _)| g.gpeer == rec.name).count() as u32;
+        let gpairs = self
+            .engine
+            .gpair_records()
+            .iter()
+            .filter(|(g, _)| g.gpeer == rec.name)
+            .count() as u32;
         pb::Gpeer {
             name: rec.name.clone(),
             cluster_id: rec.cluster_id.clone(),
@@ -75,11 +80,19 @@ impl AdminService {
             region: rec.conn.region.clone(),
             dialect: dialect_pb(rec.conn.dialect),
             health: Some(pb::Health {
-                state: if h.is_retrying() { pb::HealthState::Retrying as i32 } else { pb::HealthState::Healthy as i32 },
+                state: if h.is_retrying() {
+                    pb::HealthState::Retrying as i32
+                } else {
+                    pb::HealthState::Healthy as i32
+                },
                 consecutive_failures: h.consecutive_failures,
                 last_error: h.last_error.clone(),
                 last_error_at_ms: h.last_error_at_ms,
-                next_retry_at_ms: if h.is_retrying() { h.paused_until_ms } else { 0 },
+                next_retry_at_ms: if h.is_retrying() {
+                    h.paused_until_ms
+                } else {
+                    0
+                },
                 last_success_at_ms: h.last_success_at_ms,
             }),
             created_at_ms: rec.created_at_ms,
@@ -110,20 +123,27 @@ impl AdminService {
             .gpeer_records()
             .into_iter()
             .find(|g| g.name == name)
-            .ok_or_else(|| Status::not_found(format!("gpeer {name:?} does not exist (see `gpair gpeer ls`)")))
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "gpeer {name:?} does not exist (see `gpair gpeer ls`)"
+                ))
+            })
     }
 
     fn find_gpair(&self, name: &str) -> Result<(GpairRecord, Arc<GpairStats>), Status> {
-        self.engine
-            .gpair(name)
-            .ok_or_else(|| Status::not_found(format!("gpair {name:?} does not exist (see `gpair ls`)")))
+        self.engine.gpair(name).ok_or_else(|| {
+            Status::not_found(format!("gpair {name:?} does not exist (see `gpair ls`)"))
+        })
     }
 }
 
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminService {
     #[tracing::instrument(skip_all, fields(name = %req.get_ref().name))]
-    async fn add_gpeer(&self, req: Request<pb::AddGpeerRequest>) -> Result<Response<pb::Gpeer>, Status> {
+    async fn add_gpeer(
+        &self,
+        req: Request<pb::AddGpeerRequest>,
+    ) -> Result<Response<pb::Gpeer>, Status> {
         let r = req.into_inner();
         registry::check_name("gpeer name", &r.name).map_err(invalid)?;
         registry::check_endpoint(&r.endpoint).map_err(invalid)?;
@@ -134,19 +154,43 @@ impl pb::admin_server::Admin for AdminService {
         if r.secret_key.is_empty() || r.secret_key.len() > 256 {
             return Err(invalid("secret key must be 1-256 characters"));
         }
-        let region = if r.region.is_empty() { "us-east-1".to_string() } else { r.region };
-        if !region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') || region.len() > 64 {
-            return Err(invalid(format!("region {region:?} must be letters, digits and '-'")));
+        let region = if r.region.is_empty() {
+            "us-east-1".to_string()
+        } else {
+            r.region
+        };
+        if !region
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+            || region.len() > 64
+        {
+            return Err(invalid(format!(
+                "region {region:?} must be letters, digits and '-'"
+            )));
         }
         let dialect = match pb::Dialect::try_from(r.dialect) {
             Ok(pb::Dialect::Unspecified | pb::Dialect::Gateway) => Dialect::Gateway,
             Ok(pb::Dialect::S3) => Dialect::S3,
-            Err(_) => return Err(invalid(format!("dialect {} is not gateway or s3", r.dialect))),
+            Err(_) => {
+                return Err(invalid(format!(
+                    "dialect {} is not gateway or s3",
+                    r.dialect
+                )))
+            }
         };
-        let conn = GpeerConn { endpoint: r.endpoint.trim_end_matches('/').into(), access_key: r.access_key, secret_key: r.secret_key, region, dialect };
+        let conn = GpeerConn {
+            endpoint: r.endpoint.trim_end_matches('/').into(),
+            access_key: r.access_key,
+            secret_key: r.secret_key,
+            region,
+            dialect,
+        };
         let _guard = self.registry_lock.lock().await;
         if self.engine.gpeer_records().iter().any(|g| g.name == r.name) {
-            return Err(Status::already_exists(format!("gpeer {:?} already exists", r.name)));
+            return Err(Status::already_exists(format!(
+                "gpeer {:?} already exists",
+                r.name
+            )));
         }
         if !r.no_check {
             let store = self.engine.connect(&conn);
@@ -157,48 +201,93 @@ impl pb::admin_server::Admin for AdminService {
                 )));
             }
         }
-        let rec = GpeerRecord { name: r.name.clone(), cluster_id: r.cluster_id, conn, created_at_ms: now_ms() };
-        self.engine.catalog.put(CF_REGISTRY, &registry_key(GPEER_PREFIX, &rec.name), &rec).map_err(internal)?;
+        let rec = GpeerRecord {
+            name: r.name.clone(),
+            cluster_id: r.cluster_id,
+            conn,
+            created_at_ms: now_ms(),
+        };
+        self.engine
+            .catalog
+            .put(CF_REGISTRY, &registry_key(GPEER_PREFIX, &rec.name), &rec)
+            .map_err(internal)?;
         self.engine.add_gpeer(rec.clone());
-        tracing::info!(gpeer = rec.name, endpoint = rec.conn.endpoint, "gpeer added");
+        tracing::info!(
+            gpeer = rec.name,
+            endpoint = rec.conn.endpoint,
+            "gpeer added"
+        );
         Ok(Response::new(self.gpeer_pb(&rec)))
     }
 
-    async fn list_gpeers(&self, _req: Request<pb::ListGpeersRequest>) -> Result<Response<pb::ListGpeersResponse>, Status> {
-        let gpeers = self.engine.gpeer_records().iter().map(|g| self.gpeer_pb(g)).collect();
+    async fn list_gpeers(
+        &self,
+        _req: Request<pb::ListGpeersRequest>,
+    ) -> Result<Response<pb::ListGpeersResponse>, Status> {
+        let gpeers = self
+            .engine
+            .gpeer_records()
+            .iter()
+            .map(|g| self.gpeer_pb(g))
+            .collect();
         Ok(Response::new(pb::ListGpeersResponse { gpeers }))
     }
 
-    async fn get_gpeer(&self, req: Request<pb::GetGpeerRequest>) -> Result<Response<pb::Gpeer>, Status> {
+    async fn get_gpeer(
+        &self,
+        req: Request<pb::GetGpeerRequest>,
+    ) -> Result<Response<pb::Gpeer>, Status> {
         let rec = self.find_gpeer(&req.into_inner().name)?;
         Ok(Response::new(self.gpeer_pb(&rec)))
     }
 
-    async fn check_gpeer(&self, req: Request<pb::GetGpeerRequest>) -> Result<Response<pb::CheckGpeerResponse>, Status> {
+    async fn check_gpeer(
+        &self,
+        req: Request<pb::GetGpeerRequest>,
+    ) -> Result<Response<pb::CheckGpeerResponse>, Status> {
         let rec = self.find_gpeer(&req.into_inner().name)?;
         let store = self.engine.connect(&rec.conn);
         let started = Instant::now();
         let result = store.check(None).await;
         let latency_us = started.elapsed().as_micros() as u64;
         Ok(Response::new(match result {
-            Ok(()) => pb::CheckGpeerResponse { stage: pb::CheckStage::Ok as i32, message: "ok".into(), latency_us },
-            Err(f) => pb::CheckGpeerResponse { stage: stage_pb(f.stage) as i32, message: f.message, latency_us },
+            Ok(()) => pb::CheckGpeerResponse {
+                stage: pb::CheckStage::Ok as i32,
+                message: "ok".into(),
+                latency_us,
+            },
+            Err(f) => pb::CheckGpeerResponse {
+                stage: stage_pb(f.stage) as i32,
+                message: f.message,
+                latency_us,
+            },
         }))
     }
 
-    async fn remove_gpeer(&self, req: Request<pb::RemoveGpeerRequest>) -> Result<Response<pb::RemoveGpeerResponse>, Status> {
+    async fn remove_gpeer(
+        &self,
+        req: Request<pb::RemoveGpeerRequest>,
+    ) -> Result<Response<pb::RemoveGpeerResponse>, Status> {
         let name = req.into_inner().name;
         let _guard = self.registry_lock.lock().await;
         self.find_gpeer(&name)?;
-        let bound: Vec<String> =
-            self.engine.gpair_records().into_iter().filter(|(g, _)| g.gpeer == name).map(|(g, _)| g.name).collect();
+        let bound: Vec<String> = self
+            .engine
+            .gpair_records()
+            .into_iter()
+            .filter(|(g, _)| g.gpeer == name)
+            .map(|(g, _)| g.name)
+            .collect();
         if !bound.is_empty() {
             return Err(Status::failed_precondition(format!(
                 "gpeer {name:?} is used by gpair(s) {}; unbind them first",
                 bound.join(", ")
             )));
         }
-        self.engine.catalog.delete(CF_REGISTRY, &registry_key(GPEER_PREFIX, &name)).map_err(internal)?;
+        self.engine
+            .catalog
+            .delete(CF_REGISTRY, &registry_key(GPEER_PREFIX, &name))
+            .map_err(internal)?;
         self.engine.remove_gpeer(&name);
         Ok(Response::new(pb::RemoveGpeerResponse {}))
     }
@@ -213,32 +302,64 @@ impl pb::admin_server::Admin for AdminService {
         }
         let local = PathBuf::from(&r.local_path);
         if !local.is_absolute() {
-            return Err(invalid(format!("local path {} must be absolute", local.display())));
+            return Err(invalid(format!(
+                "local path {} must be absolute",
+                local.display()
+            )));
         }
         let _guard = self.registry_lock.lock().await;
         if self.engine.gpair(&r.name).is_some() {
-            return Err(Status::already_exists(format!("gpair {:?} already exists", r.name)));
+            return Err(Status::already_exists(format!(
+                "gpair {:?} already exists",
+                r.name
+            )));
         }
         let gpeer = self.find_gpeer(&r.gpeer)?;
         let canonical = match std::fs::canonicalize(&local) {
             Ok(p) if p.is_dir() => p,
-            Ok(_) => return Err(Status::failed_precondition(format!("gpair {:?}: local share path {} is not a directory", r.name, local.display()))),
-            Err(e) => return Err(Status::failed_precondition(format!("gpair {:?}: local share path {} does not exist ({e})", r.name, local.display()))),
+            Ok(_) => {
+                return Err(Status::failed_precondition(format!(
+                    "gpair {:?}: local share path {} is not a directory",
+                    r.name,
+                    local.display()
+                )))
+            }
+            Err(e) => {
+                return Err(Status::failed_precondition(format!(
+                    "gpair {:?}: local share path {} does not exist ({e})",
+                    r.name,
+                    local.display()
+                )))
+            }
         };
         if canonical.to_str().is_none() {
-            return Err(invalid(format!("local share path {} is not UTF-8", canonical.display())));
+            return Err(invalid(format!(
+                "local share path {} is not UTF-8",
+                canonical.display()
+            )));
         }
         let bound = self.engine.gpair_records();
-        registry::check_no_overlap(&canonical, bound.iter().map(|(g, _)| (g.name.as_str(), g.local_path.as_path())))
-            .map_err(|e| Status::failed_precondition(format!("gpair {:?}: {e}", r.name)))?;
+        registry::check_no_overlap(
+            &canonical,
+            bound
+                .iter()
+                .map(|(g, _)| (g.name.as_str(), g.local_path.as_path())),
+        )
+        .map_err(|e| Status::failed_precondition(format!("gpair {:?}: {e}", r.name)))?;
         let west = self.engine.connect(&gpeer.conn);
         let exists = west.bucket_exists(&bucket).await.map_err(|e| {
-            Status::unavailable(format!("gpair {:?}: cannot reach gpeer {:?} to check bucket {bucket}: {e}", r.name, gpeer.name))
+            Status::unavailable(format!(
+                "gpair {:?}: cannot reach gpeer {:?} to check bucket {bucket}: {e}",
+                r.name, gpeer.name
+            ))
         })?;
         if !exists {
             if r.create_bucket {
                 west.create_bucket(&bucket).await.map_err(|e| {
-                    Status::failed_precondition(format!("gpair {:?}: cannot create bucket {bucket}: {e}", r.name))
+                    Status::failed_precondition(format!(
+                        "gpair {:?}: cannot create bucket {bucket}: {e}",
+                        r.name
+                    ))
                 })?;
             } else {
                 return Err(Status::failed_precondition(format!(
@@ -248,7 +369,13 @@ impl pb::admin_server::Admin for AdminService {
             }
         }
         let rec = GpairRecord {
-            gpair_value: GpairRecord::value_for(&self.cluster_id, &canonical, &gpeer.cluster_id, &bucket, &prefix),
+            gpair_value: GpairRecord::value_for(
+                &self.cluster_id,
+                &canonical,
+                &gpeer.cluster_id,
+                &bucket,
+                &prefix,
+            ),
             name: r.name.clone(),
             gpeer: gpeer.name.clone(),
             local_path: canonical,
@@ -258,25 +385,42 @@ impl pb::admin_server::Admin for AdminService {
             created_at_ms: now_ms(),
             offloaded: 0,
         };
-        self.engine.catalog.put(CF_REGISTRY, &registry_key(GPAIR_PREFIX, &rec.name), &rec).map_err(internal)?;
+        self.engine
+            .catalog
+            .put(CF_REGISTRY, &registry_key(GPAIR_PREFIX, &rec.name), &rec)
+            .map_err(internal)?;
         self.engine.start_gpair(rec.clone());
         tracing::info!(gpair = rec.name, value = rec.gpair_value, "gpair bound");
         let (rec, stats) = self.find_gpair(&rec.name)?;
         Ok(Response::new(self.gpair_pb(&rec, &stats)))
     }
 
-    async fn list_gpairs(&self, _req: Request<pb::ListGpairsRequest>) -> Result<Response<pb::ListGpairsResponse>, Status> {
-        let gpairs = self.engine.gpair_records().iter().map(|(r, s)| self.gpair_pb(r, s)).collect();
+    async fn list_gpairs(
+        &self,
+        _req: Request<pb::ListGpairsRequest>,
+    ) -> Result<Response<pb::ListGpairsResponse>, Status> {
+        let gpairs = self
+            .engine
+            .gpair_records()
+            .iter()
+            .map(|(r, s)| self.gpair_pb(r, s))
+            .collect();
         Ok(Response::new(pb::ListGpairsResponse { gpairs }))
     }
 
-    async fn get_gpair(&self, req: Request<pb::GetGpairRequest>) -> Result<Response<pb::Gpair>, Status> {
+    async fn get_gpair(
+        &self,
+        req: Request<pb::GetGpairRequest>,
+    ) -> Result<Response<pb::Gpair>, Status> {
         let (rec, stats) = self.find_gpair(&req.into_inner().name)?;
         Ok(Response::new(self.gpair_pb(&rec, &stats)))
     }
 
     #[tracing::instrument(skip_all, fields(name = %req.get_ref().name))]
-    async fn unbind(&self, req: Request<pb::UnbindRequest>) -> Result<Response<pb::UnbindResponse>, Status> {
+    async fn unbind(
+        &self,
+        req: Request<pb::UnbindRequest>,
+    ) -> Result<Response<pb::UnbindResponse>, Status> {
         let r = req.into_inner();
         let _guard = self.registry_lock.lock().await;
         let (mut rec, _) = self.find_gpair(&r.name)?;
@@ -289,17 +433,32 @@ impl pb::admin_server::Admin for AdminService {
         }
         rec.state = GpairState::Unbinding;
         let key = registry_key(GPAIR_PREFIX, &rec.name);
-        self.engine.catalog.put(CF_REGISTRY, &key, &rec).map_err(internal)?;
+        self.engine
+            .catalog
+            .put(CF_REGISTRY, &key, &rec)
+            .map_err(internal)?;
         // Stops the watcher and the scan and drops queued work, without waiting for west.
         self.engine.stop_gpair(&rec.name).await.map_err(internal)?;
-        self.engine.catalog.delete(CF_REGISTRY, &key).map_err(internal)?;
+        self.engine
+            .catalog
+            .delete(CF_REGISTRY, &key)
+            .map_err(internal)?;
         tracing::info!(gpair = rec.name, "gpair unbound");
-        Ok(Response::new(pb::UnbindResponse { offloaded_left_on_west: rec.offloaded }))
+        Ok(Response::new(pb::UnbindResponse {
+            offloaded_left_on_west: rec.offloaded,
+        }))
     }
 
-    async fn sync_status(&self, req: Request<pb::SyncStatusRequest>) -> Result<Response<pb::SyncStatusResponse>, Status> {
+    async fn sync_status(
+        &self,
+        req: Request<pb::SyncStatusRequest>,
+    ) -> Result<Response<pb::SyncStatusResponse>, Status> {
         let name = req.into_inner().name;
-        let all = if name.is_empty() { self.engine.gpair_records() } else { vec![self.find_gpair(&name)?] };
+        let all = if name.is_empty() {
+            self.engine.gpair_records()
+        } else {
+            vec![self.find_gpair(&name)?]
+        };
         let gpairs = all
             .iter()
             .map(|(rec, stats)| {
@@ -345,7 +504,10 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(pb::SyncStatusResponse { gpairs }))
     }
 
-    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let (pending, failing) = self.engine.total_counts();
         Ok(Response::new(pb::StatusResponse {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -369,17 +531,27 @@ const MAX_CHANGES: usize = 10_000;
 
 #[tonic::async_trait]
 impl pb::changes_server::Changes for ChangesService {
-    async fn notify(&self, req: Request<pb::NotifyRequest>) -> Result<Response<pb::NotifyResponse>, Status> {
+    async fn notify(
+        &self,
+        req: Request<pb::NotifyRequest>,
+    ) -> Result<Response<pb::NotifyResponse>, Status> {
         let r = req.into_inner();
         if r.changes.len() > MAX_CHANGES {
-            return Err(invalid(format!("{} changes in one notification; the limit is {MAX_CHANGES}", r.changes.len())));
+            return Err(invalid(format!(
+                "{} changes in one notification; the limit is {MAX_CHANGES}",
+                r.changes.len()
+            )));
         }
         let mut changes = Vec::with_capacity(r.changes.len());
         for (i, c) in r.changes.iter().enumerate() {
-            let kind = pb::ChangeKind::try_from(c.kind).map_err(|_| invalid(format!("changes[{i}].kind {} is unknown", c.kind)))?;
+            let kind = pb::ChangeKind::try_from(c.kind)
+                .map_err(|_| invalid(format!("changes[{i}].kind {} is unknown", c.kind)))?;
             let path = abs_path(&c.path).map_err(|m| invalid(format!("changes[{i}].path {m}")))?;
             let new_path = if kind == pb::ChangeKind::Rename {
-                Some(abs_path(&c.new_path).map_err(|m| invalid(format!("changes[{i}].new_path {m}")))?)
+                Some(
+                    abs_path(&c.new_path)
+                        .map_err(|m| invalid(format!("changes[{i}].new_path {m}")))?,
+                )
             } else {
                 None
             };
@@ -393,24 +565,33 @@ impl pb::changes_server::Changes for ChangesService {
             let (mut accepted, mut ignored) = (0u32, 0u32);
             for (kind, path, new_path) in changes {
                 let queued = match (kind, new_path) {
-                    (pb::ChangeKind::Rename, Some(to)) => match (engine.resolve(&path), engine.resolve(&to)) {
-                        (Some((g1, from)), Some((g2, to_rel))) if g1 == g2 => {
-                            let is_dir = std::fs::symlink_metadata(&to).is_ok_and(|m| m.is_dir());
-                            engine.enqueue(&g2, &to_rel, Op::Rename { from, is_dir }, SETTLE_MS).is_ok()
-                        }
-                        (from, to_r) => {
-                            let mut any = false;
-                            if let Some((g, rel)) = from {
-                                any |= engine.enqueue(&g, &rel, Op::Delete { is_dir: false }, SETTLE_MS).is_ok();
+                    (pb::ChangeKind::Rename, Some(to)) => {
+                        match (engine.resolve(&path), engine.resolve(&to)) {
+                            (Some((g1, from)), Some((g2, to_rel))) if g1 == g2 => {
+                                let is_dir =
+                                    std::fs::symlink_metadata(&to).is_ok_and(|m| m.is_dir());
+                                engine
+                                    .enqueue(&g2, &to_rel, Op::Rename { from, is_dir }, SETTLE_MS)
+                                    .is_ok()
                             }
-                            if let Some((g, rel)) = to_r {
-                                any |= engine.enqueue(&g, &rel, Op::Put, SETTLE_MS).is_ok();
+                            (from, to_r) => {
+                                let mut any = false;
+                                if let Some((g, rel)) = from {
+                                    any |= engine
+                                        .enqueue(&g, &rel, Op::Delete { is_dir: false }, SETTLE_MS)
+                                        .is_ok();
+                                }
+                                if let Some((g, rel)) = to_r {
+                                    any |= engine.enqueue(&g, &rel, Op::Put, SETTLE_MS).is_ok();
+                                }
+                                any
                             }
-                            any
                         }
-                    },
+                    }
                     (pb::ChangeKind::Delete, _) => match engine.resolve(&path) {
-                        Some((g, rel)) => engine.enqueue(&g, &rel, Op::Delete { is_dir: false }, SETTLE_MS).is_ok(),
+                        Some((g, rel)) => engine
+                            .enqueue(&g, &rel, Op::Delete { is_dir: false }, SETTLE_MS)
+                            .is_ok(),
                         None => false,
                     },
                     _ => match engine.resolve(&path) {
@@ -446,7 +627,12 @@ fn abs_path(bytes: &[u8]) -> Result<PathBuf, String> {
     if !p.is_absolute() {
         return Err("must be absolute".into());
     }
-    if p.components().any(|c| matches!(c, std::path::Component::ParentDir | std::path::Component::CurDir)) {
+    if p.components().any(|c| {
+        matches!(
+            c,
+            std::path::Component::ParentDir | std::path::Component::CurDir
+        )
+    }) {
         return Err("must not contain '.' or '..'".into());
     }
     Ok(p.to_path_buf())

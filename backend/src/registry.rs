@@ -50,9 +50,22 @@ pub struct GpairRecord {
 
 impl GpairRecord {
     /// The canonical gpair value (DESIGN 2).
-    pub fn value_for(local_cluster: &str, local_path: &Path, remote_cluster: &str, bucket: &str, prefix: &str) -> String {
-        let remote = if prefix.is_empty() { format!("/{bucket}") } else { format!("/{bucket}/{prefix}") };
-        format!("{local_cluster},{},{remote_cluster},{remote}", local_path.display())
+    pub fn value_for(
+        local_cluster: &str,
+        local_path: &Path,
+        remote_cluster: &str,
+        bucket: &str,
+        prefix: &str,
+    ) -> String {
+        let remote = if prefix.is_empty() {
+            format!("/{bucket}")
+        } else {
+            format!("/{bucket}/{prefix}")
+        };
+        format!(
+            "{local_cluster},{},{remote_cluster},{remote}",
+            local_path.display()
+        )
     }
 }
 
@@ -69,12 +82,17 @@ pub enum Invalid {
 pub fn check_name(what: &'static str, value: &str) -> Result<(), Invalid> {
     let ok = !value.is_empty()
         && value.len() <= 64
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         && !value.starts_with('.');
     if ok {
         Ok(())
     } else {
-        Err(Invalid::Name { what, value: value.into() })
+        Err(Invalid::Name {
+            what,
+            value: value.into(),
+        })
     }
 }
 
@@ -84,7 +102,11 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), Invalid> {
         .or_else(|| endpoint.strip_prefix("https://"))
         .ok_or_else(|| Invalid::Endpoint(endpoint.into()))?;
     let rest = rest.trim_end_matches('/');
-    if rest.is_empty() || rest.contains('/') || rest.contains(char::is_whitespace) || rest.contains('@') {
+    if rest.is_empty()
+        || rest.contains('/')
+        || rest.contains(char::is_whitespace)
+        || rest.contains('@')
+    {
         return Err(Invalid::Endpoint(endpoint.into()));
     }
     Ok(())
@@ -95,7 +117,9 @@ pub fn parse_remote(remote: &str) -> Result<(String, String), Invalid> {
     let remote = remote.trim_matches('/');
     let (bucket, prefix) = remote.split_once('/').unwrap_or((remote, ""));
     let bucket_ok = (3..=63).contains(&bucket.len())
-        && bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
         && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
         && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
     if !bucket_ok {
@@ -109,13 +133,18 @@ pub fn parse_remote(remote: &str) -> Result<(String, String), Invalid> {
         || prefix.contains('\\')
         || prefix.chars().any(char::is_control)
     {
-        return Err(Invalid::Other(format!("remote prefix {prefix:?} has empty, '.' or '..' components or bad characters")));
+        return Err(Invalid::Other(format!(
+            "remote prefix {prefix:?} has empty, '.' or '..' components or bad characters"
+        )));
     }
     Ok((bucket.into(), prefix.into()))
 }
 
 /// Checks that `candidate` neither contains nor lies inside an already bound share.
-pub fn check_no_overlap<'a>(candidate: &Path, bound: impl IntoIterator<Item = (&'a str, &'a Path)>) -> Result<(), Invalid> {
+pub fn check_no_overlap<'a>(
+    candidate: &Path,
+    bound: impl IntoIterator<Item = (&'a str, &'a Path)>,
+) -> Result<(), Invalid> {
     for (name, path) in bound {
         if candidate.starts_with(path) || path.starts_with(candidate) {
             return Err(Invalid::Other(format!(
@@ -143,8 +172,14 @@ mod tests {
         assert!(check_endpoint("ftp://x").is_err());
         assert!(check_endpoint("http://").is_err());
         assert!(check_endpoint("http://h/path").is_err());
-        assert_eq!(parse_remote("west/a/b").unwrap(), ("west".into(), "a/b".into()));
-        assert_eq!(parse_remote("west").unwrap(), ("west".into(), String::new()));
+        assert_eq!(
+            parse_remote("west/a/b").unwrap(),
+            ("west".into(), "a/b".into())
+        );
+        assert_eq!(
+            parse_remote("west").unwrap(),
+            ("west".into(), String::new())
+        );
         assert!(parse_remote("We").is_err());
         assert!(parse_remote("west/../x").is_err());
         let err = check_no_overlap(Path::new("/d/a/b"), [("p1", Path::new("/d/a"))]).unwrap_err();

@@ -190,3 +190,135 @@ async fn a_gateway_that_is_gone_gives_transient_errors() {
     assert_eq!(f.stage, CheckStage::Connect, "{f}");
     let _ = gw.log();
 }
+
+/// A fake server that answers every request with `response`, verbatim, then closes.
+fn canned_server(response: Vec<u8>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let response = Arc::new(response);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let response = Arc::clone(&response);
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut tmp) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                }
+                let _ = conn.write_all(&response);
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// An HTTP answer with a correct content-length.
+fn http(status: &str, content_type: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn s3_error(status: &str, code: &str) -> Vec<u8> {
+    http(
+        status,
+        "application/xml",
+        &format!("<Error><Code>{code}</Code><Message>canned</Message></Error>"),
+    )
+}
+
+fn store_at(endpoint: String) -> Arc<dyn WestStore> {
+    connect(&GpeerConn {
+        endpoint,
+        access_key: "AK".into(),
+        secret_key: "SK".into(),
+        region: "us-east-1".into(),
+        dialect: Dialect::Gateway,
+    })
+}
+
+/// What a half-dead or confused server answers is classified: the outbox retries transient
+/// errors and fails the item on permanent ones.
+#[tokio::test(flavor = "multi_thread")]
+async fn odd_answers_are_classified() {
+    use gpair_backend::west::{ErrorKind, SetAttr};
+    let cases: Vec<(&str, Vec<u8>, ErrorKind)> = vec![
+        (
+            "503 SlowDown",
+            s3_error("503 Slow Down", "SlowDown"),
+            ErrorKind::Transient,
+        ),
+        (
+            "500",
+            http("500 Internal Server Error", "text/plain", ""),
+            ErrorKind::Transient,
+        ),
+        (
+            "429",
+            http("429 Too Many Requests", "text/plain", ""),
+            ErrorKind::Transient,
+        ),
+        (
+            "502 from a proxy, HTML",
+            http("502 Bad Gateway", "text/html", "<html>bad gateway</html>"),
+            ErrorKind::Transient,
+        ),
+        (
+            "not HTTP",
+            b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec(),
+            ErrorKind::Transient,
+        ),
+        ("closed at once", Vec::new(), ErrorKind::Transient),
+        (
+            "truncated body",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\nconnection: close\r\n\r\nshort".to_vec(),
+            ErrorKind::Transient,
+        ),
+        (
+            "403 AccessDenied",
+            s3_error("403 Forbidden", "AccessDenied"),
+            ErrorKind::Permanent,
+        ),
+        (
+            "404 NoSuchBucket",
+            s3_error("404 Not Found", "NoSuchBucket"),
+            ErrorKind::Permanent,
+        ),
+        (
+            "409 KeyConflict",
+            s3_error("409 Conflict", "KeyConflict"),
+            ErrorKind::Permanent,
+        ),
+        (
+            "400 InvalidArgument",
+            s3_error("400 Bad Request", "InvalidArgument"),
+            ErrorKind::Permanent,
+        ),
+    ];
+    for (what, response, want) in cases {
+        let store = store_at(canned_server(response));
+        let e = store
+            .put_entry(BUCKET, &west_key("p", b"d"), &dir(1), GPAIR)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, want, "{what}: put_entry: {e}");
+        let e = store
+            .set_attr(BUCKET, &west_key("p", b"f"), SetAttr::RemoteToLocal, GPAIR)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, want, "{what}: set_attr: {e}");
+        let e = store.list(BUCKET, "p").await.unwrap_err();
+        assert_eq!(e.kind, want, "{what}: list: {e}");
+    }
+    // A 200 whose body is not S3 XML: transient.
+    let store = store_at(canned_server(http("200 OK", "text/html", "<html>hi</html")));
+    let e = store.list(BUCKET, "p").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Transient, "200 + HTML: {e}");
+}

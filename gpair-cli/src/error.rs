@@ -4,8 +4,6 @@
 //! printed after `gpair: `, and [`CliError::exit_code`] is the documented process status. The
 //! mapping from `tonic::Status` lives here too, so no command matches on gRPC codes itself.
 
-use std::fmt;
-
 use tonic::Code;
 
 /// The documented exit codes of `gpair` (see `gpair --help` and docs/cli.md).
@@ -187,7 +185,8 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// Collapses a multi-line message into one line, so every error stays one stderr line.
+/// Collapses a multi-line message into one line, so every error stays one stderr line, and
+/// escapes any other control characters (a remote error text cannot drive the terminal).
 pub fn one_line(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for (i, line) in s
@@ -201,7 +200,7 @@ pub fn one_line(s: &str) -> String {
         }
         out.push_str(line);
     }
-    out
+    crate::format::printable(&out)
 }
 
 /// Describes a connection failure: the innermost cause, with the common ones in plain words.
@@ -256,12 +255,6 @@ pub fn io_reason(e: &std::io::Error) -> String {
 /// Writes `gpair: <error>` to stderr. The only place errors are printed.
 pub fn report(err: &CliError) {
     eprintln!("gpair: {err}");
-}
-
-impl fmt::Display for Exit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", *self as u8)
-    }
 }
 
 #[cfg(test)]
@@ -330,6 +323,8 @@ mod tests {
     fn multi_line_messages_become_one_line() {
         let e = CliError::from(tonic::Status::invalid_argument("first\n\n  second  \n"));
         assert_eq!(e.to_string(), "first; second");
+        let e = CliError::from(tonic::Status::not_found("a\u{1b}[2Jb\tc"));
+        assert_eq!(e.to_string(), "a\\u{1b}[2Jb\\tc");
     }
 
     #[test]

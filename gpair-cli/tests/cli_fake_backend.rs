@@ -113,7 +113,12 @@ fn p1_sync() -> pb::GpairSync {
 }
 
 fn not_found(kind: &str, name: &str) -> Status {
-    Status::not_found(format!("{kind} \"{name}\" not found"))
+    let list = if kind == "gpeer" {
+        "gpair gpeer ls"
+    } else {
+        "gpair ls"
+    };
+    Status::not_found(format!("{kind} \"{name}\" does not exist (see `{list}`)"))
 }
 
 #[tonic::async_trait]
@@ -200,7 +205,7 @@ impl Admin for FakeAdmin {
         self.record(Call::RemoveGpeer(name.clone()));
         match name.as_str() {
             "west1" => Err(Status::failed_precondition(
-                "gpeer \"west1\" has 1 gpair bound (p1); unbind it first",
+                "gpeer \"west1\" is used by gpair(s) p1; unbind them first",
             )),
             "old" => Ok(Response::new(pb::RemoveGpeerResponse {})),
             _ => Err(not_found("gpeer", &name)),
@@ -256,7 +261,7 @@ impl Admin for FakeAdmin {
         self.record(Call::Unbind(r.clone()));
         match (r.name.as_str(), r.force) {
             ("p1", false) => Err(Status::failed_precondition(
-                "gpair \"p1\" has 3 offloaded files; recall them first, or unbind --force to leave their data on west",
+                "gpair \"p1\" still has 3 offloaded file(s) whose data lives on west; recall them first, or pass --force to unbind and leave their data on west",
             )),
             ("p1", true) => Ok(Response::new(pb::UnbindResponse { offloaded_left_on_west: 3 })),
             _ => Err(not_found("gpair", &r.name)),
@@ -734,16 +739,20 @@ async fn gpeer_show_includes_health_and_last_error() {
 #[tokio::test]
 async fn gpeer_show_maps_server_errors() {
     let fake = Fake::start().await;
-    fake.gpair(&["gpeer", "show", "nope"])
-        .await
-        .assert_error(1, "gpair: gpeer \"nope\" not found");
+    fake.gpair(&["gpeer", "show", "nope"]).await.assert_error(
+        1,
+        "gpair: gpeer \"nope\" does not exist (see `gpair gpeer ls`)",
+    );
     fake.gpair(&["gpeer", "show", "flaky"])
         .await
         .assert_error(3, "gpair: the catalog is reopening, try again");
     // JSON output does not change where errors go.
     fake.gpair(&["--output", "json", "gpeer", "show", "nope"])
         .await
-        .assert_error(1, "gpair: gpeer \"nope\" not found");
+        .assert_error(
+            1,
+            "gpair: gpeer \"nope\" does not exist (see `gpair gpeer ls`)",
+        );
 }
 
 #[tokio::test]
@@ -791,7 +800,7 @@ async fn gpeer_rm() {
     assert_eq!(run.stdout, "removed gpeer \"old\"\n");
     fake.gpair(&["gpeer", "rm", "west1"]).await.assert_error(
         1,
-        "gpair: gpeer \"west1\" has 1 gpair bound (p1); unbind it first",
+        "gpair: gpeer \"west1\" is used by gpair(s) p1; unbind them first",
     );
     let run = fake
         .gpair(&["gpeer", "rm", "old", "--output", "json"])
@@ -899,7 +908,10 @@ async fn bind_errors() {
         "bind", "p2", "--gpeer", "nope", "--local", "/srv/x", "--remote", "cold",
     ])
     .await
-    .assert_error(1, "gpair: gpeer \"nope\" not found");
+    .assert_error(
+        1,
+        "gpair: gpeer \"nope\" does not exist (see `gpair gpeer ls`)",
+    );
 }
 
 #[tokio::test]
@@ -950,7 +962,7 @@ async fn ls_and_show() {
     );
     fake.gpair(&["show", "nope"])
         .await
-        .assert_error(1, "gpair: gpair \"nope\" not found");
+        .assert_error(1, "gpair: gpair \"nope\" does not exist (see `gpair ls`)");
     fake.gpair(&["show", "boom"]).await.assert_error(
         4,
         "gpair: backend error (internal): catalog read failed: IO error",
@@ -962,7 +974,7 @@ async fn unbind_refused_with_offloaded_files_then_forced() {
     let fake = Fake::start().await;
     fake.gpair(&["unbind", "p1"]).await.assert_error(
         1,
-        "gpair: gpair \"p1\" has 3 offloaded files; recall them first, or unbind --force to leave their data on west",
+        "gpair: gpair \"p1\" still has 3 offloaded file(s) whose data lives on west; recall them first, or pass --force to unbind and leave their data on west",
     );
     let run = fake.gpair(&["unbind", "p1", "--force"]).await;
     run.assert_ok();
@@ -1049,7 +1061,7 @@ async fn sync_status_one_and_all() {
 
     fake.gpair(&["sync", "status", "nope"])
         .await
-        .assert_error(1, "gpair: gpair \"nope\" not found");
+        .assert_error(1, "gpair: gpair \"nope\" does not exist (see `gpair ls`)");
     assert_eq!(
         fake.calls(),
         vec![

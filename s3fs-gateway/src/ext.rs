@@ -32,6 +32,7 @@ enum Extension {
     SetAttr,
     Rename,
     Usage,
+    Batch,
 }
 
 fn extension(method: &Method, uri: &Uri) -> Option<Extension> {
@@ -45,6 +46,7 @@ fn extension(method: &Method, uri: &Uri) -> Option<Extension> {
         Method::POST if has("gpair-setattr") => Some(Extension::SetAttr),
         Method::POST if has("gpair-rename") => Some(Extension::Rename),
         Method::GET if has("gpair-usage") => Some(Extension::Usage),
+        Method::POST if has("gpair-batch") => Some(Extension::Batch),
         _ => None,
     }
 }
@@ -137,9 +139,37 @@ impl S3Route for GpairRoutes {
                 blocking(move || rename(&store, &usage, &bucket, &src, &dst, replace)).await?;
                 Ok(empty_ok())
             }
-            (Extension::Usage, _) => Err(s3_error!(
+            (Extension::Batch, S3Path::Bucket { bucket }) => {
+                let mut body = req.input;
+                let bytes = body.store_all_limited(MAX_BATCH_BODY).await.map_err(|_| {
+                    s3_error!(
+                        MaxMessageLengthExceeded,
+                        "a batch body is limited to {MAX_BATCH_BODY} bytes"
+                    )
+                })?;
+                let batch: BatchRequest = serde_json::from_slice(&bytes)
+                    .map_err(|e| s3_error!(MalformedXML, "batch body is not a valid batch: {e}"))?;
+                if batch.ops.len() > MAX_BATCH_OPS {
+                    return Err(s3_error!(
+                        InvalidRequest,
+                        "a batch holds at most {MAX_BATCH_OPS} operations"
+                    ));
+                }
+                let bucket = bucket.to_string();
+                let results =
+                    blocking(move || Ok(apply_batch(&store, &usage, &bucket, batch.ops))).await?;
+                let mut resp = S3Response::new(Body::from(
+                    serde_json::json!({ "results": results }).to_string(),
+                ));
+                resp.headers.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                Ok(resp)
+            }
+            (Extension::Usage | Extension::Batch, _) => Err(s3_error!(
                 InvalidRequest,
-                "gpair-usage applies to a bucket: GET /BUCKET?gpair-usage"
+                "gpair-usage and gpair-batch apply to a bucket: /BUCKET?gpair-..."
             )),
             (_, _) => Err(s3_error!(
                 InvalidRequest,
@@ -224,7 +254,7 @@ pub fn set_attr(
             meta.size = size;
             meta.user.insert("gpair-size".into(), size.to_string());
             let (staged_path, staged) = store.staging_file()?;
-            let guard = RemoveOnDrop(Some(staged_path.clone()));
+            let mut guard = RemoveOnDrop(Some(staged_path.clone()));
             staged.set_len(size)?;
             meta.store(&staged_path)?;
             PosixAttrs::from_user_meta(&meta.user)
@@ -238,7 +268,7 @@ pub fn set_attr(
                 std::fs::rename(&staged_path, &found.path)?;
                 Ok((removed, Contribution::NONE, ()))
             })?;
-            std::mem::forget(guard);
+            guard.0 = None; // installed: keep it
             if let Some(parent) = found.path.parent() {
                 store.sync_dir(parent)?;
             }
@@ -341,4 +371,234 @@ pub fn rename(
         store.prune_empty_dirs(&bucket_dir, src_parent);
     }
     Ok(())
+}
+
+/// Largest batch request body and operation count.
+pub const MAX_BATCH_BODY: usize = 8 << 20;
+pub const MAX_BATCH_OPS: usize = 5000;
+
+#[derive(Debug, serde::Deserialize)]
+struct BatchRequest {
+    ops: Vec<BatchOp>,
+}
+
+/// One metadata operation of a batch (see docs/gateway.md, "Batch").
+#[derive(Debug, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BatchOp {
+    /// Make the entry carry this metadata. A key ending in `/` is a directory marker. A
+    /// file that holds data keeps its data and gpair-name and takes the new metadata;
+    /// otherwise it becomes a placeholder of `size` bytes marked with `gpair_name`.
+    Meta {
+        key: String,
+        #[serde(default)]
+        gpair_name: Option<String>,
+        #[serde(default)]
+        size: u64,
+        #[serde(default)]
+        meta: std::collections::BTreeMap<String, String>,
+    },
+    /// Remove the entry (a missing one is fine).
+    Delete { key: String },
+}
+
+/// The outcome of one batch operation.
+#[derive(Debug, serde::Serialize)]
+pub struct BatchResult {
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Applies a batch; one operation's failure does not stop the others. With fsync on, the
+/// whole batch is made durable by one `syncfs` at the end (a group commit).
+pub fn apply_batch(
+    store: &Store,
+    usage: &Usage,
+    bucket: &str,
+    ops: Vec<BatchOp>,
+) -> Vec<BatchResult> {
+    let results: Vec<BatchResult> = ops
+        .into_iter()
+        .map(|op| match apply_batch_op(store, usage, bucket, op) {
+            Ok(()) => BatchResult {
+                status: 200,
+                code: None,
+                message: None,
+            },
+            Err(e) => {
+                let e = s3s::S3Error::from(e);
+                BatchResult {
+                    status: e.status_code().map_or(500, |s| s.as_u16()),
+                    code: Some(e.code().as_str().to_owned()),
+                    message: e.message().map(str::to_owned),
+                }
+            }
+        })
+        .collect();
+    if store.fsync() {
+        if let Ok(dir) = std::fs::File::open(store.bucket_dir(bucket)) {
+            use std::os::fd::AsRawFd;
+            // SAFETY: syncfs on a descriptor we own.
+            unsafe { libc::syncfs(dir.as_raw_fd()) };
+        }
+    }
+    results
+}
+
+fn apply_batch_op(store: &Store, usage: &Usage, bucket: &str, op: BatchOp) -> Result<()> {
+    let bucket_dir = store.require_bucket(bucket)?;
+    match op {
+        BatchOp::Delete { key } => {
+            let key = ObjectKey::parse(&key)?;
+            crate::s3impl::delete_one(store, usage, bucket, &key)
+        }
+        BatchOp::Meta {
+            key,
+            gpair_name,
+            size,
+            meta,
+        } => {
+            let key = ObjectKey::parse(&key)?;
+            let user: std::collections::BTreeMap<String, String> = meta
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect();
+            if user.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > 2048 {
+                return Err(Error::S3(s3_error!(
+                    MetadataTooLarge,
+                    "metadata of {key} is over 2048 bytes"
+                )));
+            }
+            let posix = PosixAttrs::from_user_meta(&user)?;
+            store.check_writable(&bucket_dir, &key)?;
+            let path = store.object_path(bucket, &key);
+            if key.is_dir() {
+                store.create_dirs(&path)?;
+                let mut m = crate::meta::ObjectMeta::load(&path)?.unwrap_or_else(|| {
+                    crate::meta::ObjectMeta::new("d41d8cd98f00b204e9800998ecf8427e".into(), 0)
+                });
+                m.dir_marker = true;
+                m.user = user;
+                m.store(&path)?;
+                posix.apply(&path)?;
+                return Ok(());
+            }
+            if let Some(found) = store.lookup(bucket, &key)? {
+                if !found.meta.placeholder {
+                    // West holds this file's data: only its metadata changes.
+                    let mut m = found.meta;
+                    m.user = user;
+                    m.store(&found.path)?;
+                    posix.apply(&found.path)?;
+                    return Ok(());
+                }
+            }
+            let gpair_name = gpair_name.filter(|g| !g.is_empty()).ok_or_else(|| {
+                Error::InvalidArgument(format!("{key}: a placeholder needs gpair_name"))
+            })?;
+            let mut m =
+                crate::meta::ObjectMeta::new("d41d8cd98f00b204e9800998ecf8427e".into(), size);
+            m.placeholder = true;
+            m.gpair_name = Some(gpair_name);
+            m.user = user;
+            m.user.insert("gpair-size".into(), size.to_string());
+            let (staged_path, staged) = store.staging_file()?;
+            let mut guard = RemoveOnDrop(Some(staged_path.clone()));
+            staged.set_len(size)?;
+            m.store(&staged_path)?;
+            posix.apply(&staged_path)?;
+            let parent = path
+                .parent()
+                .ok_or_else(|| Error::InvalidArgument("bad key".into()))?;
+            store.create_dirs(parent)?;
+            usage.apply(bucket, || {
+                store.check_writable(&bucket_dir, &key)?;
+                let removed = Contribution::of_path(&path);
+                std::fs::rename(&staged_path, &path)?;
+                Ok((removed, Contribution::NONE, ()))
+            })?;
+            guard.0 = None; // installed: keep it
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn batch_creates_placeholders_keeps_data_and_reports_each_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), true).unwrap();
+        std::fs::create_dir(dir.path().join("bkt")).unwrap();
+        let usage = Usage::scan(dir.path(), Default::default()).unwrap();
+        // An object that holds data (offloaded) and a file in the way of a directory.
+        std::fs::write(dir.path().join("bkt/data"), b"west bytes").unwrap();
+        std::fs::write(dir.path().join("bkt/x"), b"file").unwrap();
+        let meta: BTreeMap<String, String> = [("mode".to_string(), "33152".to_string())].into();
+        let ops = vec![
+            BatchOp::Meta {
+                key: "d/".into(),
+                gpair_name: None,
+                size: 0,
+                meta: BTreeMap::new(),
+            },
+            BatchOp::Meta {
+                key: "d/f".into(),
+                gpair_name: Some("v".into()),
+                size: 1000,
+                meta: meta.clone(),
+            },
+            BatchOp::Meta {
+                key: "data".into(),
+                gpair_name: Some("v".into()),
+                size: 10,
+                meta: meta.clone(),
+            },
+            BatchOp::Meta {
+                key: "x/child".into(),
+                gpair_name: Some("v".into()),
+                size: 1,
+                meta: BTreeMap::new(),
+            },
+            BatchOp::Meta {
+                key: "../escape".into(),
+                gpair_name: Some("v".into()),
+                size: 1,
+                meta: BTreeMap::new(),
+            },
+            BatchOp::Delete {
+                key: "nothing-here".into(),
+            },
+        ];
+        let results = apply_batch(&store, &usage, "bkt", ops);
+        let statuses: Vec<u16> = results.iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [200, 200, 200, 409, 400, 200], "{results:?}");
+        let f = store
+            .lookup("bkt", &ObjectKey::parse("d/f").unwrap())
+            .unwrap()
+            .unwrap();
+        assert!(f.meta.placeholder);
+        assert_eq!(f.md.len(), 1000);
+        assert_eq!(
+            f.meta.user.get("gpair-size").map(String::as_str),
+            Some("1000")
+        );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(f.md.permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read(dir.path().join("bkt/data")).unwrap(),
+            b"west bytes"
+        );
+        assert!(store
+            .lookup("bkt", &ObjectKey::parse("d/").unwrap())
+            .unwrap()
+            .is_some());
+        assert!(!dir.path().join("escape").exists());
+    }
 }

@@ -242,14 +242,17 @@ async fn receive(
     let store2 = Arc::clone(store);
     let staged = blocking(move || Ok(Staged::create(&store2, hasher)?)).await?;
     // One chunk is hashed and written on the blocking pool while the next one arrives.
-    let mut writing: tokio::task::JoinHandle<Result<Staged>> = tokio::spawn(async move { Ok(staged) });
+    let mut writing: tokio::task::JoinHandle<Result<Staged>> =
+        tokio::spawn(async move { Ok(staged) });
     let mut body = body;
     let mut pending: Vec<Bytes> = Vec::new();
     let mut pending_len = 0usize;
     let mut total = 0u64;
     let flush = |writing: tokio::task::JoinHandle<Result<Staged>>, chunks: Vec<Bytes>| {
         tokio::spawn(async move {
-            let mut staged = writing.await.map_err(|e| Error::Io(std::io::Error::other(e)))??;
+            let mut staged = writing
+                .await
+                .map_err(|e| Error::Io(std::io::Error::other(e)))??;
             blocking(move || {
                 staged.write(&chunks)?;
                 Ok(staged)
@@ -285,7 +288,9 @@ async fn receive(
     if !pending.is_empty() {
         writing = flush(writing, pending);
     }
-    writing.await.map_err(|e| Error::Io(std::io::Error::other(e)))?
+    writing
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e)))?
 }
 
 fn content_length(len: Option<i64>) -> Result<u64> {
@@ -862,8 +867,12 @@ impl S3 for Gateway {
             .ok_or_else(|| s3_error!(IncompleteBody, "PUT without a body"))?;
 
         let reservation = {
-            let (store, usage, bucket, key) =
-                (Arc::clone(&self.store), Arc::clone(&self.usage), bucket.clone(), key.clone());
+            let (store, usage, bucket, key) = (
+                Arc::clone(&self.store),
+                Arc::clone(&self.usage),
+                bucket.clone(),
+                key.clone(),
+            );
             blocking(move || {
                 let old = Contribution::of_path(&store.object_path(&bucket, &key));
                 usage.reserve(&bucket, len, old)

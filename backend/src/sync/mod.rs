@@ -10,6 +10,7 @@
 //! transient errors is paused with capped, jittered backoff and its client is rebuilt before
 //! work resumes.
 
+mod batch;
 pub mod queue;
 pub mod scan;
 pub mod watch;
@@ -30,6 +31,7 @@ use crate::catalog::{gpair_key, split_gpair_key, Catalog, CatalogError, CF_ENTRI
 use crate::config::SyncConfig;
 use crate::entry::{EntryKind, EntryMeta};
 use crate::registry::{GpairRecord, GpeerRecord};
+use crate::west::batch::BatchClient;
 use crate::west::{keys::west_key, GpeerConn, WestError, WestStore};
 
 use queue::{ItemKey, Queue};
@@ -102,7 +104,14 @@ impl Health {
 pub struct GpeerRt {
     pub rec: GpeerRecord,
     store: Arc<dyn WestStore>,
+    /// Batched metadata updates (gateway dialect over http).
+    batch: Option<Arc<BatchClient>>,
     pub health: Health,
+}
+
+fn batch_client(conn: &GpeerConn) -> Option<Arc<BatchClient>> {
+    (conn.dialect == crate::west::Dialect::Gateway && conn.endpoint.starts_with("http://"))
+        .then(|| Arc::new(BatchClient::new(conn)))
 }
 
 /// Counters of one gpair, shown by `sync status`.
@@ -148,7 +157,10 @@ pub enum SyncError {
     #[error("west: {0}")]
     West(#[from] WestError),
     #[error("east {path}: {source}")]
-    East { path: PathBuf, source: std::io::Error },
+    East {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -158,7 +170,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Engine {
-    pub fn new(catalog: Arc<Catalog>, config: SyncConfig, west_factory: WestFactory, cancel: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        config: SyncConfig,
+        west_factory: WestFactory,
+        cancel: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new(Self {
             catalog,
             config,
@@ -174,7 +191,20 @@ impl Engine {
 
     pub fn add_gpeer(&self, rec: GpeerRecord) {
         let store = (self.west_factory)(&rec.conn);
-        lock(&self.state).gpeers.insert(rec.name.clone(), GpeerRt { rec, store, health: Health::default() });
+        let batch = if self.config.batch {
+            batch_client(&rec.conn)
+        } else {
+            None
+        };
+        lock(&self.state).gpeers.insert(
+            rec.name.clone(),
+            GpeerRt {
+                rec,
+                store,
+                batch,
+                health: Health::default(),
+            },
+        );
     }
 
     pub fn remove_gpeer(&self, name: &str) {
@@ -182,7 +212,10 @@ impl Engine {
     }
 
     pub fn west_for(&self, gpeer: &str) -> Option<Arc<dyn WestStore>> {
-        lock(&self.state).gpeers.get(gpeer).map(|g| Arc::clone(&g.store))
+        lock(&self.state)
+            .gpeers
+            .get(gpeer)
+            .map(|g| Arc::clone(&g.store))
     }
 
     /// A fresh client for a gpeer record (used by checks before the gpeer is registered).
@@ -195,19 +228,30 @@ impl Engine {
     }
 
     pub fn gpeer_records(&self) -> Vec<GpeerRecord> {
-        let mut v: Vec<_> = lock(&self.state).gpeers.values().map(|g| g.rec.clone()).collect();
+        let mut v: Vec<_> = lock(&self.state)
+            .gpeers
+            .values()
+            .map(|g| g.rec.clone())
+            .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
 
     pub fn gpair_records(&self) -> Vec<(GpairRecord, Arc<GpairStats>)> {
-        let mut v: Vec<_> = lock(&self.state).gpairs.values().map(|g| (g.rec.clone(), Arc::clone(&g.stats))).collect();
+        let mut v: Vec<_> = lock(&self.state)
+            .gpairs
+            .values()
+            .map(|g| (g.rec.clone(), Arc::clone(&g.stats)))
+            .collect();
         v.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         v
     }
 
     pub fn gpair(&self, name: &str) -> Option<(GpairRecord, Arc<GpairStats>)> {
-        lock(&self.state).gpairs.get(name).map(|g| (g.rec.clone(), Arc::clone(&g.stats)))
+        lock(&self.state)
+            .gpairs
+            .get(name)
+            .map(|g| (g.rec.clone(), Arc::clone(&g.stats)))
     }
 
     pub fn set_gpair_record(&self, rec: GpairRecord) {
@@ -228,12 +272,29 @@ impl Engine {
         stats.entries.store(entries, Ordering::Relaxed);
         let cancel = self.cancel.child_token();
         let rescan = Arc::new(Notify::new());
-        let rt = GpairRt { rec: rec.clone(), cancel: cancel.clone(), stats: Arc::clone(&stats), rescan: Arc::clone(&rescan) };
+        let rt = GpairRt {
+            rec: rec.clone(),
+            cancel: cancel.clone(),
+            stats: Arc::clone(&stats),
+            rescan: Arc::clone(&rescan),
+        };
         lock(&self.state).gpairs.insert(rec.name.clone(), rt);
         if self.config.watch {
-            watch::start(Arc::clone(self), rec.clone(), cancel.clone(), Arc::clone(&stats), Arc::clone(&rescan));
+            watch::start(
+                Arc::clone(self),
+                rec.clone(),
+                cancel.clone(),
+                Arc::clone(&stats),
+                Arc::clone(&rescan),
+            );
         }
-        tokio::spawn(scan::scan_loop(Arc::clone(self), rec, cancel, stats, rescan));
+        tokio::spawn(scan::scan_loop(
+            Arc::clone(self),
+            rec,
+            cancel,
+            stats,
+            rescan,
+        ));
     }
 
     /// Stops a gpair's work and forgets its records (unbind).
@@ -250,24 +311,43 @@ impl Engine {
             catalog.delete_prefix(CF_ENTRIES, &prefix)
         })
         .await
-        .map_err(|e| SyncError::East { path: PathBuf::from(name), source: std::io::Error::other(e) })??;
+        .map_err(|e| SyncError::East {
+            path: PathBuf::from(name),
+            source: std::io::Error::other(e),
+        })??;
         Ok(())
     }
 
     fn gpeer_of(&self, gpair: &str) -> Option<String> {
-        lock(&self.state).gpairs.get(gpair).map(|g| g.rec.gpeer.clone())
+        lock(&self.state)
+            .gpairs
+            .get(gpair)
+            .map(|g| g.rec.gpeer.clone())
     }
 
     // ------------------------------------------------------------ enqueueing
 
     /// Records that `path` of `gpair` needs `op` on west, coalescing with what is already
     /// queued for the path, and schedules it `delay_ms` from now. Blocking (catalog write).
-    pub fn enqueue(&self, gpair: &str, path: &[u8], op: Op, delay_ms: i64) -> Result<(), SyncError> {
+    pub fn enqueue(
+        &self,
+        gpair: &str,
+        path: &[u8],
+        op: Op,
+        delay_ms: i64,
+    ) -> Result<(), SyncError> {
         self.enqueue_batch(gpair, vec![(path.to_vec(), op)], delay_ms)
     }
 
-    pub fn enqueue_batch(&self, gpair: &str, items: Vec<(Vec<u8>, Op)>, delay_ms: i64) -> Result<(), SyncError> {
-        let Some(gpeer) = self.gpeer_of(gpair) else { return Ok(()) };
+    pub fn enqueue_batch(
+        &self,
+        gpair: &str,
+        items: Vec<(Vec<u8>, Op)>,
+        delay_ms: i64,
+    ) -> Result<(), SyncError> {
+        let Some(gpeer) = self.gpeer_of(gpair) else {
+            return Ok(());
+        };
         let now = now_ms();
         let due = now + delay_ms;
         let mut q = lock(&self.queue);
@@ -288,14 +368,30 @@ impl Engine {
                 (_, op) => op,
             };
             let is_rename = matches!(op, Op::Rename { .. });
-            let rec = OutboxRecord { op, attempts: 0, last_error: None, next_due_ms: due, enqueued_ms: now };
+            let rec = OutboxRecord {
+                op,
+                attempts: 0,
+                last_error: None,
+                next_due_ms: due,
+                enqueued_ms: now,
+            };
             batch.put(CF_OUTBOX, &key, &rec);
             q.set_failing(&key, false);
             scheduled.push((key, is_rename));
         }
         for (path, op) in extra {
             let key = gpair_key(gpair, &path);
-            batch.put(CF_OUTBOX, &key, &OutboxRecord { op, attempts: 0, last_error: None, next_due_ms: due, enqueued_ms: now });
+            batch.put(
+                CF_OUTBOX,
+                &key,
+                &OutboxRecord {
+                    op,
+                    attempts: 0,
+                    last_error: None,
+                    next_due_ms: due,
+                    enqueued_ms: now,
+                },
+            );
             scheduled.push((key, false));
         }
         batch.commit()?;
@@ -309,13 +405,20 @@ impl Engine {
 
     /// Loads every outbox record into the schedule (daemon start).
     pub fn load_outbox(&self) -> Result<usize, SyncError> {
-        let records: Vec<(Vec<u8>, OutboxRecord)> =
-            self.catalog.scan(CF_OUTBOX, b"", |e| tracing::error!(error = %e, "skipping corrupt outbox record"))?;
+        let records: Vec<(Vec<u8>, OutboxRecord)> = self.catalog.scan(
+            CF_OUTBOX,
+            b"",
+            |e| tracing::error!(error = %e, "skipping corrupt outbox record"),
+        )?;
         let mut q = lock(&self.queue);
         let mut n = 0;
         for (key, rec) in records {
-            let Some((gpair, _)) = split_gpair_key(&key) else { continue };
-            let Some(gpeer) = self.gpeer_of(gpair) else { continue };
+            let Some((gpair, _)) = split_gpair_key(&key) else {
+                continue;
+            };
+            let Some(gpeer) = self.gpeer_of(gpair) else {
+                continue;
+            };
             if rec.attempts > 0 {
                 q.set_failing(&key, true);
             }
@@ -349,7 +452,9 @@ impl Engine {
 
     /// Runs the worker pool until cancelled.
     pub fn start_workers(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut handles: Vec<_> = (0..self.config.workers).map(|_| tokio::spawn(Arc::clone(self).worker())).collect();
+        let mut handles: Vec<_> = (0..self.config.workers)
+            .map(|_| tokio::spawn(Arc::clone(self).worker()))
+            .collect();
         // Group commit: one WAL fsync per tick covers every update since the last one.
         let me = Arc::clone(self);
         handles.push(tokio::spawn(async move {
@@ -372,7 +477,28 @@ impl Engine {
                 () = self.cancel.cancelled() => return,
                 key = self.next_item() => key,
             };
-            self.apply(key).await;
+            let batch = split_gpair_key(&key)
+                .and_then(|(g, _)| self.gpeer_of(g).map(|p| (g.to_owned(), p)))
+                .and_then(|(g, p)| {
+                    let client = lock(&self.state)
+                        .gpeers
+                        .get(&p)
+                        .and_then(|r| r.batch.clone())?;
+                    Some((g, p, client))
+                });
+            match batch {
+                Some((gpair, gpeer, client)) => {
+                    let mut keys = vec![key];
+                    keys.extend(lock(&self.queue).pop_more(
+                        &gpeer,
+                        &gpair_key(&gpair, b""),
+                        now_ms(),
+                        batch::MAX_BATCH - 1,
+                    ));
+                    self.apply_many(&gpair, &gpeer, client, keys).await;
+                }
+                None => self.apply(key).await,
+            }
         }
     }
 
@@ -394,7 +520,12 @@ impl Engine {
                 Ok(key) => return key,
                 Err(next) => next,
             };
-            let paused_until = lock(&self.state).gpeers.values().map(|g| g.health.paused_until_ms).filter(|&t| t > now).min();
+            let paused_until = lock(&self.state)
+                .gpeers
+                .values()
+                .map(|g| g.health.paused_until_ms)
+                .filter(|&t| t > now)
+                .min();
             let wake_at = [next, paused_until].into_iter().flatten().min();
             let wait = wake_at.map_or(1000, |t| (t - now).clamp(1, 1000)) as u64;
             tokio::select! {
@@ -411,6 +542,9 @@ impl Engine {
         if g.health.needs_rebuild {
             // New client: new DNS lookup, new connections.
             g.store = (self.west_factory)(&g.rec.conn);
+            if g.batch.is_some() {
+                g.batch = batch_client(&g.rec.conn);
+            }
             g.health.needs_rebuild = false;
             tracing::info!(gpeer, "rebuilt the west client before resuming");
         }
@@ -432,8 +566,17 @@ impl Engine {
         let max = self.config.gpeer_backoff_max.as_millis() as i64;
         if let Some(g) = lock(&self.state).gpeers.get_mut(gpeer) {
             let h = &mut g.health;
+            let now = now_ms();
+            if h.paused_until_ms > now {
+                // Other workers' calls that were in flight when the gpeer went away: one
+                // outage, not several; keep the pause already chosen.
+                h.last_error = err.message.clone();
+                return;
+            }
             h.consecutive_failures = h.consecutive_failures.saturating_add(1);
-            let exp = 200i64.saturating_mul(1i64 << h.consecutive_failures.min(16)).min(max);
+            let exp = 100i64
+                .saturating_mul(1i64 << h.consecutive_failures.min(16))
+                .min(max);
             let jittered = rand::thread_rng().gen_range(exp / 2..=exp.max(1));
             h.paused_until_ms = now_ms() + jittered;
             h.last_error = err.message.clone();
@@ -451,11 +594,15 @@ impl Engine {
     }
 
     async fn apply(self: &Arc<Self>, key: ItemKey) {
-        let Some((gpair, path)) = split_gpair_key(&key).map(|(g, p)| (g.to_owned(), p.to_vec())) else {
+        let Some((gpair, path)) = split_gpair_key(&key).map(|(g, p)| (g.to_owned(), p.to_vec()))
+        else {
             lock(&self.queue).finish(&key);
             return;
         };
-        let rt = lock(&self.state).gpairs.get(&gpair).map(|g| (g.rec.clone(), Arc::clone(&g.stats)));
+        let rt = lock(&self.state)
+            .gpairs
+            .get(&gpair)
+            .map(|g| (g.rec.clone(), Arc::clone(&g.stats)));
         let record: Option<OutboxRecord> = self.catalog.get(CF_OUTBOX, &key).unwrap_or(None);
         let (Some((rec, stats)), Some(record)) = (rt, record) else {
             lock(&self.queue).finish(&key);
@@ -465,7 +612,9 @@ impl Engine {
             lock(&self.queue).finish(&key);
             return;
         };
-        let result = self.apply_op(&rec, &stats, store.as_ref(), &path, &record.op).await;
+        let result = self
+            .apply_op(&rec, &stats, store.as_ref(), &path, &record.op)
+            .await;
         let gpeer = rec.gpeer.clone();
         match result {
             Ok(()) => {
@@ -485,7 +634,12 @@ impl Engine {
                 let mut q = lock(&self.queue);
                 q.finish(&key);
                 // Not the entry's fault: it keeps its attempts and waits for the gpeer.
-                q.schedule(&gpeer, key, now_ms(), matches!(record.op, Op::Rename { .. }));
+                q.schedule(
+                    &gpeer,
+                    key,
+                    now_ms(),
+                    matches!(record.op, Op::Rename { .. }),
+                );
             }
             Err(e) => {
                 let attempts = record.attempts + 1;
@@ -506,7 +660,12 @@ impl Engine {
                         tracing::error!(error = %err, "cannot record an outbox failure");
                     }
                     q.set_failing(&key, true);
-                    q.schedule(&gpeer, key, failed.next_due_ms, matches!(record.op, Op::Rename { .. }));
+                    q.schedule(
+                        &gpeer,
+                        key,
+                        failed.next_due_ms,
+                        matches!(record.op, Op::Rename { .. }),
+                    );
                 }
             }
         }
@@ -556,7 +715,8 @@ impl Engine {
                     (Op::Delete { is_dir } | Op::Rename { is_dir, .. }, None) => *is_dir,
                     (Op::Put, None) => return Ok(()), // never synced, already gone
                 };
-                west.delete_entry(&rec.bucket, &west_key(&rec.prefix, path), is_dir).await?;
+                west.delete_entry(&rec.bucket, &west_key(&rec.prefix, path), is_dir)
+                    .await?;
                 if known.is_some() {
                     self.catalog.delete(CF_ENTRIES, &key)?;
                     stats.entries.fetch_sub(1, Ordering::Relaxed);
@@ -570,11 +730,31 @@ impl Engine {
         }
     }
 
-    async fn put_entry(&self, rec: &GpairRecord, stats: &GpairStats, west: &dyn WestStore, path: &[u8], meta: &EntryMeta) -> Result<(), SyncError> {
-        west.put_entry(&rec.bucket, &west_key(&rec.prefix, path), meta, &rec.gpair_value).await?;
+    async fn put_entry(
+        &self,
+        rec: &GpairRecord,
+        stats: &GpairStats,
+        west: &dyn WestStore,
+        path: &[u8],
+        meta: &EntryMeta,
+    ) -> Result<(), SyncError> {
+        west.put_entry(
+            &rec.bucket,
+            &west_key(&rec.prefix, path),
+            meta,
+            &rec.gpair_value,
+        )
+        .await?;
         let key = gpair_key(&rec.name, path);
         let existed = self.catalog.get_raw(CF_ENTRIES, &key)?.is_some();
-        self.catalog.put(CF_ENTRIES, &key, &EntryRecord { meta: meta.clone(), synced_at_ms: now_ms() })?;
+        self.catalog.put(
+            CF_ENTRIES,
+            &key,
+            &EntryRecord {
+                meta: meta.clone(),
+                synced_at_ms: now_ms(),
+            },
+        )?;
         if !existed {
             stats.entries.fetch_add(1, Ordering::Relaxed);
         }
@@ -582,7 +762,13 @@ impl Engine {
     }
 
     /// After a native rename: the catalog records under `from` move to `to`.
-    fn move_entries(&self, gpair: &str, from: &[u8], to: &[u8], is_dir: bool) -> Result<(), SyncError> {
+    fn move_entries(
+        &self,
+        gpair: &str,
+        from: &[u8],
+        to: &[u8],
+        is_dir: bool,
+    ) -> Result<(), SyncError> {
         let mut batch = self.catalog.batch();
         let old = gpair_key(gpair, from);
         if let Some(v) = self.catalog.get::<EntryRecord>(CF_ENTRIES, &old)? {
@@ -592,7 +778,8 @@ impl Engine {
         if is_dir {
             let mut under = old.clone();
             under.push(b'/');
-            let records: Vec<(Vec<u8>, EntryRecord)> = self.catalog.scan(CF_ENTRIES, &under, |_| {})?;
+            let records: Vec<(Vec<u8>, EntryRecord)> =
+                self.catalog.scan(CF_ENTRIES, &under, |_| {})?;
             for (k, v) in records {
                 let mut new_path = to.to_vec();
                 new_path.extend_from_slice(&k[old.len()..]);
@@ -605,7 +792,12 @@ impl Engine {
     }
 
     /// Queues deletes for `path` and every catalog entry under it.
-    fn delete_subtree(&self, rec: &GpairRecord, path: &[u8], is_dir: bool) -> Result<(), SyncError> {
+    fn delete_subtree(
+        &self,
+        rec: &GpairRecord,
+        path: &[u8],
+        is_dir: bool,
+    ) -> Result<(), SyncError> {
         self.enqueue(&rec.name, path, Op::Delete { is_dir }, 0)?;
         if is_dir {
             self.delete_subtree_children(rec, path)?;
@@ -621,7 +813,12 @@ impl Engine {
             .into_iter()
             .filter_map(|(k, r)| {
                 let p = split_gpair_key(&k)?.1.to_vec();
-                Some((p, Op::Delete { is_dir: r.meta.kind == EntryKind::Dir }))
+                Some((
+                    p,
+                    Op::Delete {
+                        is_dir: r.meta.kind == EntryKind::Dir,
+                    },
+                ))
             })
             .collect();
         if !items.is_empty() {
@@ -644,7 +841,10 @@ impl Engine {
         }
         let (g, _) = best?;
         let rel = abs.strip_prefix(&g.rec.local_path).ok()?;
-        Some((g.rec.name.clone(), std::os::unix::ffi::OsStrExt::as_bytes(rel.as_os_str()).to_vec()))
+        Some((
+            g.rec.name.clone(),
+            std::os::unix::ffi::OsStrExt::as_bytes(rel.as_os_str()).to_vec(),
+        ))
     }
 }
 
@@ -657,10 +857,18 @@ async fn read_meta(abs: PathBuf) -> Result<Option<EntryMeta>, SyncError> {
     let p = abs.clone();
     let r = tokio::task::spawn_blocking(move || EntryMeta::read(&p))
         .await
-        .map_err(|e| SyncError::East { path: abs.clone(), source: std::io::Error::other(e) })?;
+        .map_err(|e| SyncError::East {
+            path: abs.clone(),
+            source: std::io::Error::other(e),
+        })?;
     match r {
         Ok(m) => Ok(Some(m)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => Ok(None),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::ENOTDIR) =>
+        {
+            Ok(None)
+        }
         Err(source) => Err(SyncError::East { path: abs, source }),
     }
 }

@@ -47,13 +47,20 @@ impl Queue {
         }
         self.seq += 1;
         let seq = self.seq;
-        self.due.entry(gpeer.to_owned()).or_default().insert((due_ms, seq, key.clone()));
+        self.due
+            .entry(gpeer.to_owned())
+            .or_default()
+            .insert((due_ms, seq, key.clone()));
         self.index.insert(key, (gpeer.to_owned(), due_ms, seq));
     }
 
     /// Takes the earliest due item of a gpeer that is not paused, skipping items under a
     /// pending rename destination. Returns the key, or the earliest future due time.
-    pub fn pop_ready(&mut self, now_ms: i64, paused: &HashSet<String>) -> Result<ItemKey, Option<i64>> {
+    pub fn pop_ready(
+        &mut self,
+        now_ms: i64,
+        paused: &HashSet<String>,
+    ) -> Result<ItemKey, Option<i64>> {
         let mut next: Option<i64> = None;
         let mut chosen: Option<(String, (i64, u64, ItemKey))> = None;
         for (gpeer, set) in &self.due {
@@ -68,7 +75,10 @@ impl Queue {
                 if self.blocked_by_rename(&item.2) {
                     continue;
                 }
-                if chosen.as_ref().is_none_or(|(_, c)| (item.0, item.1) < (c.0, c.1)) {
+                if chosen
+                    .as_ref()
+                    .is_none_or(|(_, c)| (item.0, item.1) < (c.0, c.1))
+                {
                     chosen = Some((gpeer.clone(), item.clone()));
                 }
                 break;
@@ -85,6 +95,42 @@ impl Queue {
             }
             None => Err(next),
         }
+    }
+
+    /// Takes up to `max` more ready items of `gpeer` whose keys start with `prefix` (to
+    /// apply together with one already taken).
+    pub fn pop_more(
+        &mut self,
+        gpeer: &str,
+        prefix: &[u8],
+        now_ms: i64,
+        max: usize,
+    ) -> Vec<ItemKey> {
+        let Some(set) = self.due.get(gpeer) else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        for item in set.iter() {
+            if taken.len() >= max || item.0 > now_ms {
+                break;
+            }
+            if item.2.starts_with(prefix)
+                && !self.renames.contains(&item.2)
+                && !self.blocked_by_rename(&item.2)
+            {
+                taken.push(item.clone());
+            }
+        }
+        let mut keys = Vec::with_capacity(taken.len());
+        if let Some(set) = self.due.get_mut(gpeer) {
+            for item in taken {
+                set.remove(&item);
+                self.index.remove(&item.2);
+                self.in_flight.insert(item.2.clone());
+                keys.push(item.2);
+            }
+        }
+        keys
     }
 
     /// Whether an ancestor directory of `key` is the destination of a pending rename.
@@ -122,7 +168,12 @@ impl Queue {
 
     /// Forgets everything of keys starting with `prefix` (unbind).
     pub fn remove_prefix(&mut self, prefix: &[u8]) {
-        let keys: Vec<ItemKey> = self.index.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
+        let keys: Vec<ItemKey> = self
+            .index
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
         for k in keys {
             if let Some((g, d, s)) = self.index.remove(&k) {
                 if let Some(set) = self.due.get_mut(&g) {
@@ -138,13 +189,26 @@ impl Queue {
     /// (pending, failing) of keys starting with `prefix`.
     pub fn counts(&self, prefix: &[u8]) -> (u64, u64) {
         let pending = self.index.keys().filter(|k| k.starts_with(prefix)).count()
-            + self.in_flight.iter().filter(|k| k.starts_with(prefix)).count();
-        let failing = self.failing.iter().filter(|k| k.starts_with(prefix)).count();
+            + self
+                .in_flight
+                .iter()
+                .filter(|k| k.starts_with(prefix))
+                .count();
+        let failing = self
+            .failing
+            .iter()
+            .filter(|k| k.starts_with(prefix))
+            .count();
         (pending as u64, failing as u64)
     }
 
     pub fn failing_keys(&self, prefix: &[u8], limit: usize) -> Vec<ItemKey> {
-        let mut keys: Vec<ItemKey> = self.failing.iter().filter(|k| k.starts_with(prefix)).cloned().collect();
+        let mut keys: Vec<ItemKey> = self
+            .failing
+            .iter()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
         keys.sort();
         keys.truncate(limit);
         keys
@@ -211,7 +275,11 @@ mod tests {
         q.schedule("g", k("new"), 1, true);
         let none = HashSet::new();
         assert_eq!(q.pop_ready(5, &none), Ok(k("new")));
-        assert_eq!(q.pop_ready(5, &none), Err(None), "new/x waits while the rename is in flight");
+        assert_eq!(
+            q.pop_ready(5, &none),
+            Err(None),
+            "new/x waits while the rename is in flight"
+        );
         q.finish(&k("new"));
         assert_eq!(q.pop_ready(5, &none), Ok(k("new/x")));
     }

@@ -48,7 +48,14 @@ pub fn walk(
     cancel: &CancellationToken,
     out: mpsc::SyncSender<Vec<(Vec<u8>, EntryMeta)>>,
 ) -> u64 {
-    let queue = Arc::new((Mutex::new(WalkQueue { dirs: vec![start.to_vec()], busy: 0, done: false }), Condvar::new()));
+    let queue = Arc::new((
+        Mutex::new(WalkQueue {
+            dirs: vec![start.to_vec()],
+            busy: 0,
+            done: false,
+        }),
+        Condvar::new(),
+    ));
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -122,7 +129,11 @@ pub fn walk(
 }
 
 /// One full scan of a gpair's share. Blocking.
-pub fn scan_share(engine: &Arc<Engine>, rec: &GpairRecord, cancel: &CancellationToken) -> Result<ScanStats, SyncError> {
+pub fn scan_share(
+    engine: &Arc<Engine>,
+    rec: &GpairRecord,
+    cancel: &CancellationToken,
+) -> Result<ScanStats, SyncError> {
     let (tx, rx) = mpsc::sync_channel::<Vec<(Vec<u8>, EntryMeta)>>(8);
     let root = rec.local_path.clone();
     let threads = engine.config.walk_threads;
@@ -133,7 +144,9 @@ pub fn scan_share(engine: &Arc<Engine>, rec: &GpairRecord, cancel: &Cancellation
         for batch in rx {
             let mut puts = Vec::new();
             for (path, meta) in batch {
-                let known: Option<EntryRecord> = engine.catalog.get(CF_ENTRIES, &gpair_key(&rec.name, &path))?;
+                let known: Option<EntryRecord> = engine
+                    .catalog
+                    .get(CF_ENTRIES, &gpair_key(&rec.name, &path))?;
                 if known.is_none_or(|k| differs(&k.meta, &meta)) {
                     puts.push((path.clone(), Op::Put));
                 }
@@ -155,17 +168,19 @@ pub fn scan_share(engine: &Arc<Engine>, rec: &GpairRecord, cancel: &Cancellation
     // unreadable directories cannot prove absence, so deletes wait for a clean walk.
     if errors == 0 {
         let mut deletes = Vec::new();
-        engine.catalog.for_each_raw(CF_ENTRIES, &gpair_key(&rec.name, b""), |k, v| {
-            if let Some((_, path)) = split_gpair_key(k) {
-                if !seen.contains(path) {
-                    let is_dir = crate::catalog::decode::<EntryRecord>(CF_ENTRIES, k, v)
-                        .map(|r| r.meta.kind == EntryKind::Dir)
-                        .unwrap_or(false);
-                    deletes.push((path.to_vec(), Op::Delete { is_dir }));
+        engine
+            .catalog
+            .for_each_raw(CF_ENTRIES, &gpair_key(&rec.name, b""), |k, v| {
+                if let Some((_, path)) = split_gpair_key(k) {
+                    if !seen.contains(path) {
+                        let is_dir = crate::catalog::decode::<EntryRecord>(CF_ENTRIES, k, v)
+                            .map(|r| r.meta.kind == EntryKind::Dir)
+                            .unwrap_or(false);
+                        deletes.push((path.to_vec(), Op::Delete { is_dir }));
+                    }
                 }
-            }
-            true
-        })?;
+                true
+            })?;
         stats.queued_deletes = deletes.len() as u64;
         for chunk in deletes.chunks(BATCH) {
             engine.enqueue_batch(&rec.name, chunk.to_vec(), 0)?;
@@ -192,21 +207,36 @@ pub fn enqueue_subtree(engine: &Engine, rec: &GpairRecord, path: &[u8]) -> Resul
 }
 
 /// Runs the initial scan, then a reconciliation scan every interval or when asked.
-pub async fn scan_loop(engine: Arc<Engine>, rec: GpairRecord, cancel: CancellationToken, stats: Arc<GpairStats>, rescan: Arc<Notify>) {
+pub async fn scan_loop(
+    engine: Arc<Engine>,
+    rec: GpairRecord,
+    cancel: CancellationToken,
+    stats: Arc<GpairStats>,
+    rescan: Arc<Notify>,
+) {
     loop {
         stats.scan_running.store(true, Ordering::Relaxed);
-        stats.last_scan_started_ms.store(now_ms(), Ordering::Relaxed);
+        stats
+            .last_scan_started_ms
+            .store(now_ms(), Ordering::Relaxed);
         let started = Instant::now();
         let (e, r, c) = (Arc::clone(&engine), rec.clone(), cancel.clone());
         let result = tokio::task::spawn_blocking(move || scan_share(&e, &r, &c)).await;
         stats.scan_running.store(false, Ordering::Relaxed);
         match result {
             Ok(Ok(s)) => {
-                stats.last_scan_finished_ms.store(now_ms(), Ordering::Relaxed);
+                stats
+                    .last_scan_finished_ms
+                    .store(now_ms(), Ordering::Relaxed);
                 stats.last_scan_entries.store(s.seen, Ordering::Relaxed);
                 tracing::info!(
-                    gpair = rec.name, seen = s.seen, puts = s.queued_puts, deletes = s.queued_deletes,
-                    errors = s.errors, ms = started.elapsed().as_millis() as u64, "scan finished"
+                    gpair = rec.name,
+                    seen = s.seen,
+                    puts = s.queued_puts,
+                    deletes = s.queued_deletes,
+                    errors = s.errors,
+                    ms = started.elapsed().as_millis() as u64,
+                    "scan finished"
                 );
                 if !cancel.is_cancelled() {
                     mark_active(&engine, &rec.name);
@@ -231,7 +261,9 @@ pub async fn scan_loop(engine: Arc<Engine>, rec: GpairRecord, cancel: Cancellati
 
 /// The first scan finished: the gpair moves from initial sync to active.
 fn mark_active(engine: &Engine, name: &str) {
-    let Some((mut rec, _)) = engine.gpair(name) else { return };
+    let Some((mut rec, _)) = engine.gpair(name) else {
+        return;
+    };
     if rec.state != GpairState::InitialSync {
         return;
     }
@@ -244,4 +276,3 @@ fn mark_active(engine: &Engine, name: &str) {
     }
     engine.set_gpair_record(rec);
 }
-

@@ -40,7 +40,13 @@ struct Watcher {
     rescan: Arc<Notify>,
 }
 
-pub fn start(engine: Arc<Engine>, rec: GpairRecord, cancel: CancellationToken, stats: Arc<GpairStats>, rescan: Arc<Notify>) {
+pub fn start(
+    engine: Arc<Engine>,
+    rec: GpairRecord,
+    cancel: CancellationToken,
+    stats: Arc<GpairStats>,
+    rescan: Arc<Notify>,
+) {
     let name = rec.name.clone();
     let spawned = std::thread::Builder::new().name(format!("watch-{name}")).spawn(move || {
         let inotify = match Inotify::init() {
@@ -84,7 +90,9 @@ impl Watcher {
                         if !child.is_empty() {
                             child.push(b'/');
                         }
-                        child.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(entry.file_name().as_os_str()));
+                        child.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(
+                            entry.file_name().as_os_str(),
+                        ));
                         stack.push(child);
                     }
                 }
@@ -96,16 +104,25 @@ impl Watcher {
         let mut buf = vec![0u8; 64 * 1024];
         let fd = self.inotify.as_raw_fd();
         while !cancel.is_cancelled() {
-            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
             // SAFETY: one valid pollfd.
             let r = unsafe { libc::poll(&mut pfd, 1, 500) };
             if r <= 0 {
                 continue;
             }
-            let events: Vec<(Option<WatchDescriptor>, EventMask, u32, Option<Vec<u8>>)> = match self.inotify.read_events(&mut buf) {
+            let events: Vec<(Option<WatchDescriptor>, EventMask, u32, Option<Vec<u8>>)> = match self
+                .inotify
+                .read_events(&mut buf)
+            {
                 Ok(evs) => evs
                     .map(|e| {
-                        let name = e.name.map(|n| std::os::unix::ffi::OsStrExt::as_bytes(n).to_vec());
+                        let name = e
+                            .name
+                            .map(|n| std::os::unix::ffi::OsStrExt::as_bytes(n).to_vec());
                         (Some(e.wd), e.mask, e.cookie, name)
                     })
                     .collect(),
@@ -136,7 +153,10 @@ impl Watcher {
         let name = self.rec.name.clone();
         for (wd, mask, cookie, fname) in events {
             if mask.contains(EventMask::Q_OVERFLOW) {
-                tracing::warn!(gpair = name, "inotify queue overflowed; scheduling a reconciliation scan");
+                tracing::warn!(
+                    gpair = name,
+                    "inotify queue overflowed; scheduling a reconciliation scan"
+                );
                 self.rescan.notify_one();
                 continue;
             }
@@ -146,8 +166,12 @@ impl Watcher {
                 }
                 continue;
             }
-            let (Some(wd), Some(fname)) = (wd, fname) else { continue };
-            let Some(path) = self.path_of(&wd, &fname) else { continue };
+            let (Some(wd), Some(fname)) = (wd, fname) else {
+                continue;
+            };
+            let Some(path) = self.path_of(&wd, &fname) else {
+                continue;
+            };
             let is_dir = mask.contains(EventMask::ISDIR);
             if mask.contains(EventMask::MOVED_FROM) {
                 moved_from.insert(cookie, (path, is_dir));
@@ -158,7 +182,15 @@ impl Watcher {
                             self.rename_dirs(&from, &path);
                         }
                         self.flush(&mut puts);
-                        if let Err(e) = self.engine.enqueue(&name, &path, Op::Rename { from, is_dir: from_dir }, SETTLE_MS) {
+                        if let Err(e) = self.engine.enqueue(
+                            &name,
+                            &path,
+                            Op::Rename {
+                                from,
+                                is_dir: from_dir,
+                            },
+                            SETTLE_MS,
+                        ) {
                             tracing::error!(error = %e, "cannot queue a rename");
                         }
                     }
@@ -177,7 +209,8 @@ impl Watcher {
             if is_dir {
                 let mut under = path.clone();
                 under.push(b'/');
-                self.dirs.retain(|_, p| *p != path && !p.starts_with(&under));
+                self.dirs
+                    .retain(|_, p| *p != path && !p.starts_with(&under));
             }
             puts.push((path, Op::Delete { is_dir }));
         }
@@ -187,7 +220,9 @@ impl Watcher {
     /// A directory (or file) appeared by creation or by a move into the share: watch it
     /// and queue everything under it (entries created before the watch existed).
     fn appeared(&mut self, path: &[u8], is_dir: bool, puts: &mut Vec<(Vec<u8>, Op)>) {
-        let dir = is_dir || EntryMeta::read(&join_rel(&self.rec.local_path, path)).is_ok_and(|m| m.kind == EntryKind::Dir);
+        let dir = is_dir
+            || EntryMeta::read(&join_rel(&self.rec.local_path, path))
+                .is_ok_and(|m| m.kind == EntryKind::Dir);
         if !dir {
             puts.push((path.to_vec(), Op::Put));
             return;
@@ -218,7 +253,10 @@ impl Watcher {
         if puts.is_empty() {
             return;
         }
-        if let Err(e) = self.engine.enqueue_batch(&self.rec.name, std::mem::take(puts), SETTLE_MS) {
+        if let Err(e) = self
+            .engine
+            .enqueue_batch(&self.rec.name, std::mem::take(puts), SETTLE_MS)
+        {
             tracing::error!(error = %e, "cannot queue watcher changes");
         }
     }

@@ -37,6 +37,8 @@ pub const MAX_USER_METADATA: usize = 2048;
 
 /// How many HEAD requests a listing keeps in flight.
 const LIST_CONCURRENCY: usize = 16;
+/// How many objects a copy + delete rename moves at once.
+const RENAME_CONCURRENCY: usize = 16;
 
 /// What a HEAD says about one object.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -337,6 +339,26 @@ impl<O: ObjectOps> EntryStore<O> {
         Ok(true)
     }
 
+    /// Moves one object of a directory being renamed without native rename. A plain key that
+    /// stays plain is a server-side copy that keeps everything (metadata, tags); anything else
+    /// goes through [`Self::relocate`], which rewrites the recorded path.
+    async fn move_one(
+        &self,
+        bucket: &str,
+        src: &str,
+        size: u64,
+        dst: &WestKey,
+        is_dir: bool,
+    ) -> Result<(), WestError> {
+        if self.ops.dialect() == Dialect::S3 && !dst.is_long() && !src.starts_with(LONG_PREFIX) {
+            self.ops
+                .copy_object(bucket, src, &dst.object_key(is_dir), size, None)
+                .await?;
+            return self.ops.delete_object(bucket, src).await;
+        }
+        self.relocate(bucket, src, dst, is_dir).await.map(|_| ())
+    }
+
     /// Every `.gpair-long/` entry with its recorded path (entries that vanish meanwhile or
     /// carry no valid path are left out, with a warning for the latter).
     async fn long_entries(&self, bucket: &str) -> Result<Vec<LongEntry>, WestError> {
@@ -512,10 +534,10 @@ impl<O: ObjectOps> EntryStore<O> {
                     }
                 }
             } else {
-                for (k, _) in self.ops.list_keys(bucket, &src_prefix).await? {
-                    let suffix = k[src_prefix.len()..].to_owned();
-                    let is_dir = k.ends_with('/');
-                    let suffix_key = suffix.trim_end_matches('/');
+                // Copy + delete, object by object, a few at a time.
+                let mut moves = Vec::new();
+                for (k, size) in self.ops.list_keys(bucket, &src_prefix).await? {
+                    let suffix_key = k[src_prefix.len()..].trim_end_matches('/');
                     let dst = if suffix_key.is_empty() {
                         to.clone()
                     } else {
@@ -527,7 +549,18 @@ impl<O: ObjectOps> EntryStore<O> {
                         tail.extend_from_slice(&rest);
                         keys::west_key_for_path(&new_full_of(&tail))
                     };
-                    found |= self.relocate(bucket, &k, &dst, is_dir).await?;
+                    let is_dir = k.ends_with('/');
+                    moves.push((k, size, dst, is_dir));
+                }
+                found |= !moves.is_empty();
+                let results = futures::stream::iter(moves)
+                    .map(|(k, size, dst, is_dir)| async move {
+                        self.move_one(bucket, &k, size, &dst, is_dir).await
+                    })
+                    .buffer_unordered(RENAME_CONCURRENCY);
+                futures::pin_mut!(results);
+                while let Some(r) = results.next().await {
+                    r?;
                 }
             }
         }

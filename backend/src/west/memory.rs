@@ -233,12 +233,13 @@ impl ObjectOps for MemoryOps {
                 .cloned()
                 .ok_or_else(|| WestError::permanent(format!("memory west: NoSuchKey: {from}")))?
         };
-        if src.placeholder {
+        // The gateway refuses to copy placeholders and markers; S3 copies any object.
+        if self.dialect == Dialect::Gateway && src.placeholder {
             return Err(WestError::permanent(format!(
                 "memory west: InvalidObjectState: {from} is a placeholder and cannot be copied"
             )));
         }
-        if from.ends_with('/') || to.ends_with('/') {
+        if self.dialect == Dialect::Gateway && (from.ends_with('/') || to.ends_with('/')) {
             return Err(WestError::permanent(
                 "memory west: directory markers cannot be copied",
             ));

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use crate::entry::EntryMeta;
 
+pub mod batch;
 pub mod entries;
 pub mod fault;
 pub mod gateway;
@@ -84,10 +85,16 @@ pub struct WestError {
 
 impl WestError {
     pub fn transient(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Transient, message: message.into() }
+        Self {
+            kind: ErrorKind::Transient,
+            message: message.into(),
+        }
     }
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Permanent, message: message.into() }
+        Self {
+            kind: ErrorKind::Permanent,
+            message: message.into(),
+        }
     }
     pub fn is_permanent(&self) -> bool {
         self.kind == ErrorKind::Permanent
@@ -151,21 +158,49 @@ pub trait WestStore: Send + Sync + 'static {
     /// become `dir/` markers; symlinks and special files become zero-length objects whose
     /// `x-amz-meta-gpair-*` headers record the kind, target and rdev. Every entry carries
     /// `x-amz-meta-mode`, `-uid`, `-gid`, `-mtime`. Idempotent.
-    async fn put_entry(&self, bucket: &str, key: &WestKey, meta: &EntryMeta, gpair_value: &str) -> Result<(), WestError>;
+    async fn put_entry(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        meta: &EntryMeta,
+        gpair_value: &str,
+    ) -> Result<(), WestError>;
 
     /// Removes an entry (the `dir/` marker when `is_dir`). A missing entry is not an error.
-    async fn delete_entry(&self, bucket: &str, key: &WestKey, is_dir: bool) -> Result<(), WestError>;
+    async fn delete_entry(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        is_dir: bool,
+    ) -> Result<(), WestError>;
 
     /// Moves an entry, or a whole directory with everything under it. Native on the
     /// gateway dialect; copy + delete of every object on the s3 dialect. Idempotent: if
     /// the source is gone and the destination exists, it succeeds.
-    async fn rename(&self, bucket: &str, from: &WestKey, to: &WestKey, is_dir: bool) -> Result<(), WestError>;
+    async fn rename(
+        &self,
+        bucket: &str,
+        from: &WestKey,
+        to: &WestKey,
+        is_dir: bool,
+    ) -> Result<(), WestError>;
 
     /// Every entry whose key starts with `prefix`, in key order.
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<WestEntry>, WestError>;
 
-    async fn head(&self, bucket: &str, key: &WestKey, is_dir: bool) -> Result<Option<WestEntry>, WestError>;
+    async fn head(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        is_dir: bool,
+    ) -> Result<Option<WestEntry>, WestError>;
 
     /// SetAttrObj (DESIGN 4.4). Idempotent.
-    async fn set_attr(&self, bucket: &str, key: &WestKey, attr: SetAttr, gpair_value: &str) -> Result<(), WestError>;
+    async fn set_attr(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        attr: SetAttr,
+        gpair_value: &str,
+    ) -> Result<(), WestError>;
 }

@@ -70,7 +70,8 @@ pub fn transient_status(status: Option<u16>, code: Option<&str>) -> bool {
     );
     transient_code
         || match status {
-            Some(s) => s >= 500 || s == 429 || s == 408,
+            // An error inside a 2xx answer (S3 does that for copies): odd, retry.
+            Some(s) => s >= 500 || s == 429 || s == 408 || (200..300).contains(&s),
             // An error without an HTTP answer we could read.
             None => true,
         }
@@ -113,7 +114,15 @@ where
             ),
         ),
         SdkError::ServiceError(se) => {
-            let msg = se.err().message().unwrap_or("");
+            let detail;
+            let msg = match se.err().message() {
+                Some(m) => m,
+                None if code.is_none() => {
+                    detail = DisplayErrorContext(&err).to_string();
+                    detail.as_str()
+                }
+                None => "",
+            };
             (
                 transient_status(status, code.as_deref()),
                 false,

@@ -1,0 +1,250 @@
+//! Applying many outbox records in one west request (gateway dialect). Same rules as
+//! [`Engine::apply`] — re-read east, per-record success or backoff, transient failures pause
+//! the gpeer — but one HTTP round trip, one catalog write batch and one west `syncfs` for up
+//! to [`MAX_BATCH`] records.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use gpair_proto::now_ms;
+
+use super::{join_rel, lock, Engine, EntryRecord, Op, OutboxRecord};
+use crate::catalog::{gpair_key, CF_ENTRIES, CF_OUTBOX};
+use crate::entry::{EntryKind, EntryMeta};
+use crate::west::batch::{BatchClient, BatchOp};
+use crate::west::keys::west_key;
+use crate::west::WestError;
+
+/// Most records applied in one request.
+pub const MAX_BATCH: usize = 512;
+
+/// What one record turned into.
+enum Plan {
+    /// Nothing to do on west (never synced and already gone).
+    Nothing,
+    Write {
+        op: BatchOp,
+        east: Option<EntryMeta>,
+        is_dir: bool,
+    },
+}
+
+impl Engine {
+    pub(super) async fn apply_many(
+        self: &Arc<Self>,
+        gpair: &str,
+        gpeer: &str,
+        client: Arc<BatchClient>,
+        keys: Vec<Vec<u8>>,
+    ) {
+        let Some((rec, stats)) = self.gpair(gpair) else {
+            let mut q = lock(&self.queue);
+            for k in &keys {
+                q.finish(k);
+            }
+            return;
+        };
+        // Renames go one by one (they move subtrees); the rest are batched.
+        let mut records = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.catalog.get::<OutboxRecord>(CF_OUTBOX, &key) {
+                Ok(Some(r)) if matches!(r.op, Op::Rename { .. }) => self.apply(key).await,
+                Ok(Some(r)) => records.push((key, r)),
+                _ => {
+                    lock(&self.queue).finish(&key);
+                }
+            }
+        }
+        if records.is_empty() {
+            return;
+        }
+        // Read east for every record at once.
+        let root = rec.local_path.clone();
+        let prefix_len = gpair.len() + 1;
+        let paths: Vec<Vec<u8>> = records
+            .iter()
+            .map(|(k, _)| k[prefix_len..].to_vec())
+            .collect();
+        let catalog = Arc::clone(&self.catalog);
+        let gp = gpair.to_owned();
+        let rprefix = rec.prefix.clone();
+        let planned = tokio::task::spawn_blocking(move || {
+            paths
+                .iter()
+                .zip(records.iter())
+                .map(|(path, (_, r))| {
+                    if path.is_empty() {
+                        return Plan::Nothing;
+                    }
+                    let key = west_key(&rprefix, path);
+                    match EntryMeta::read(&join_rel(&root, path)) {
+                        Ok(meta) => {
+                            let is_dir = meta.kind == EntryKind::Dir;
+                            Plan::Write {
+                                op: BatchOp::Meta {
+                                    key,
+                                    meta: meta.clone(),
+                                },
+                                east: Some(meta),
+                                is_dir,
+                            }
+                        }
+                        Err(_) => {
+                            let known: Option<EntryRecord> = catalog
+                                .get(CF_ENTRIES, &gpair_key(&gp, path))
+                                .unwrap_or(None);
+                            let is_dir = match (&known, &r.op) {
+                                (Some(k), _) => k.meta.kind == EntryKind::Dir,
+                                (None, Op::Delete { is_dir }) => *is_dir,
+                                (None, _) => return Plan::Nothing,
+                            };
+                            Plan::Write {
+                                op: BatchOp::Delete { key, is_dir },
+                                east: None,
+                                is_dir,
+                            }
+                        }
+                    }
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .zip(records)
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let Ok(planned) = planned else { return };
+        let ops: Vec<BatchOp> = planned
+            .iter()
+            .filter_map(|(p, _)| match p {
+                Plan::Write { op, .. } => Some(op.clone()),
+                Plan::Nothing => None,
+            })
+            .collect();
+        let results = if ops.is_empty() {
+            Ok(Vec::new())
+        } else {
+            client.apply(&rec.bucket, &rec.gpair_value, &ops).await
+        };
+        let results = match results {
+            Ok(r) => r,
+            Err(e) if !e.is_permanent() => {
+                self.record_transient(gpeer, &e);
+                let mut q = lock(&self.queue);
+                for (_, (key, _)) in planned {
+                    q.finish(&key);
+                    q.schedule(gpeer, key, now_ms(), false);
+                }
+                return;
+            }
+            Err(e) => vec![Err(e); ops.len()],
+        };
+        let mut results = results.into_iter();
+        let mut batch = self.catalog.batch();
+        let mut outcomes: Vec<(Vec<u8>, OutboxRecord, Result<(), WestError>)> =
+            Vec::with_capacity(planned.len());
+        let mut dir_deletes = Vec::new();
+        let mut any_success = false;
+        for (plan, (key, record)) in planned {
+            let result = match plan {
+                Plan::Nothing => Ok(()),
+                Plan::Write { east, is_dir, .. } => {
+                    let r = results
+                        .next()
+                        .unwrap_or_else(|| Err(WestError::transient("missing batch result")));
+                    if r.is_ok() {
+                        any_success = true;
+                        let exists = self
+                            .catalog
+                            .get_raw(CF_ENTRIES, &key)
+                            .ok()
+                            .flatten()
+                            .is_some();
+                        match east {
+                            Some(meta) => {
+                                if !exists {
+                                    stats.entries.fetch_add(1, Ordering::Relaxed);
+                                }
+                                batch.put(
+                                    CF_ENTRIES,
+                                    &key,
+                                    &EntryRecord {
+                                        meta,
+                                        synced_at_ms: now_ms(),
+                                    },
+                                );
+                            }
+                            None => {
+                                if exists {
+                                    stats.entries.fetch_sub(1, Ordering::Relaxed);
+                                }
+                                batch.delete(CF_ENTRIES, &key);
+                                if is_dir {
+                                    dir_deletes.push(key[prefix_len..].to_vec());
+                                }
+                            }
+                        }
+                    }
+                    r
+                }
+            };
+            outcomes.push((key, record, result));
+        }
+        if let Err(e) = batch.commit() {
+            tracing::error!(error = %e, "cannot record synced entries");
+        }
+        if any_success {
+            self.record_success(gpeer);
+        }
+        let mut transient: Option<WestError> = None;
+        {
+            let mut q = lock(&self.queue);
+            let mut done = self.catalog.batch();
+            for (key, record, result) in outcomes {
+                match result {
+                    Ok(()) => {
+                        stats.applied.fetch_add(1, Ordering::Relaxed);
+                        q.set_failing(&key, false);
+                        if q.finish(&key) {
+                            q.schedule(gpeer, key, now_ms(), false);
+                        } else {
+                            done.delete(CF_OUTBOX, &key);
+                        }
+                    }
+                    Err(e) if !e.is_permanent() => {
+                        q.finish(&key);
+                        q.schedule(gpeer, key, now_ms(), false);
+                        transient = Some(e);
+                    }
+                    Err(e) => {
+                        let attempts = record.attempts + 1;
+                        if q.finish(&key) {
+                            q.schedule(gpeer, key, now_ms(), false);
+                            continue;
+                        }
+                        tracing::warn!(gpair, path = %String::from_utf8_lossy(&key[prefix_len..]), error = %e, attempts, "sync of an entry failed");
+                        let failed = OutboxRecord {
+                            attempts,
+                            last_error: Some(e.to_string()),
+                            next_due_ms: now_ms() + self.backoff_ms(attempts),
+                            ..record
+                        };
+                        done.put(CF_OUTBOX, &key, &failed);
+                        q.set_failing(&key, true);
+                        q.schedule(gpeer, key, failed.next_due_ms, false);
+                    }
+                }
+            }
+            if let Err(e) = done.commit() {
+                tracing::error!(error = %e, "cannot update the outbox");
+            }
+        }
+        if let Some(e) = transient {
+            self.record_transient(gpeer, &e);
+        }
+        for dir in dir_deletes {
+            if let Err(e) = self.delete_subtree_children(&rec, &dir) {
+                tracing::error!(error = %e, "cannot queue the deletion of a directory's entries");
+            }
+        }
+    }
+}
