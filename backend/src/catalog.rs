@@ -126,12 +126,14 @@ impl Catalog {
         match catalog.get_raw(CF_META, b"layout")? {
             None => catalog.put_raw(CF_META, b"layout", &[LAYOUT_VERSION])?,
             Some(v) if v.as_slice() == [LAYOUT_VERSION] => {}
-            Some(v) => return Err(CatalogError::Open {
-                path: path.into(),
-                message: format!(
+            Some(v) => {
+                return Err(CatalogError::Open {
+                    path: path.into(),
+                    message: format!(
                     "catalog layout {v:?} is newer than this build understands ({LAYOUT_VERSION})"
                 ),
-            }),
+                })
+            }
         }
         Ok(catalog)
     }

@@ -29,6 +29,9 @@ pub enum Error {
     InvalidArgument(String),
     #[error("no space left on the west filesystem: {0}")]
     NoSpace(io::Error),
+    /// A path vanished while the request worked on it (a concurrent delete or rename).
+    #[error("the object or one of its directories vanished during the request: {0}")]
+    Vanished(io::Error),
     #[error("{0}")]
     Io(io::Error),
     #[error("{0}")]
@@ -39,6 +42,7 @@ impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
         match e.raw_os_error() {
             Some(libc::ENOSPC | libc::EDQUOT) => Error::NoSpace(e),
+            Some(libc::ENOENT | libc::ENOTDIR) => Error::Vanished(e),
             _ => Error::Io(e),
         }
     }
@@ -63,7 +67,9 @@ impl From<Error> for S3Error {
         let msg = e.to_string();
         match e {
             Error::NoSuchBucket(_) => S3Error::with_message(S3ErrorCode::NoSuchBucket, msg),
-            Error::NoSuchKey(_) => S3Error::with_message(S3ErrorCode::NoSuchKey, msg),
+            Error::NoSuchKey(_) | Error::Vanished(_) => {
+                S3Error::with_message(S3ErrorCode::NoSuchKey, msg)
+            }
             Error::NoSuchUpload(_) => S3Error::with_message(S3ErrorCode::NoSuchUpload, msg),
             Error::InvalidKey(KeyError::TooLong(_)) => {
                 S3Error::with_message(S3ErrorCode::KeyTooLongError, msg)

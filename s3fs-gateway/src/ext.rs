@@ -17,6 +17,9 @@ use crate::quota::{Contribution, Usage};
 use crate::s3impl::{blocking, decode_header_value};
 use crate::store::{PosixAttrs, Store};
 
+/// MD5 of zero bytes: the ETag of placeholders and directory markers.
+pub const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
+
 pub const ATTR_KEY_HEADER: &str = "x-gpair-attr-key";
 pub const ATTR_VALUE_HEADER: &str = "x-gpair-attr-value";
 pub const RENAME_TO_HEADER: &str = "x-gpair-rename-to";
@@ -252,6 +255,9 @@ pub fn set_attr(
             meta.gpair_name = Some(value.to_owned());
             meta.placeholder = true;
             meta.size = size;
+            // The object now serves zero bytes: its validators must describe that.
+            meta.etag = EMPTY_MD5.into();
+            meta.checksums.clear();
             meta.user.insert("gpair-size".into(), size.to_string());
             let (staged_path, staged) = store.staging_file()?;
             let mut guard = RemoveOnDrop(Some(staged_path.clone()));
@@ -365,8 +371,10 @@ pub fn rename(
             Err(e) => return Err(e.into()),
         }
     }
+    store.restore_dir_mtime(dst_parent);
     store.sync_dir(dst_parent)?;
     if let Some(src_parent) = src_path.parent() {
+        store.restore_dir_mtime(src_parent);
         store.sync_dir(src_parent)?;
         store.prune_empty_dirs(&bucket_dir, src_parent);
     }
@@ -420,7 +428,21 @@ pub fn apply_batch(
     bucket: &str,
     ops: Vec<BatchOp>,
 ) -> Vec<BatchResult> {
+    let mut touched: std::collections::BTreeSet<std::path::PathBuf> = Default::default();
     let results: Vec<BatchResult> = ops
+        .into_iter()
+        .map(|op| {
+            let key = match &op {
+                BatchOp::Meta { key, .. } | BatchOp::Delete { key } => key.clone(),
+            };
+            if let Ok(k) = ObjectKey::parse(&key) {
+                if let Some(parent) = store.object_path(bucket, &k).parent() {
+                    touched.insert(parent.to_path_buf());
+                }
+            }
+            op
+        })
+        .collect::<Vec<_>>()
         .into_iter()
         .map(|op| match apply_batch_op(store, usage, bucket, op) {
             Ok(()) => BatchResult {
@@ -438,6 +460,10 @@ pub fn apply_batch(
             }
         })
         .collect();
+    // Deepest first: restoring a child's time does not touch its parent's.
+    for dir in touched.iter().rev() {
+        store.restore_dir_mtime(dir);
+    }
     if store.fsync() {
         if let Ok(dir) = std::fs::File::open(store.bucket_dir(bucket)) {
             use std::os::fd::AsRawFd;
@@ -477,9 +503,8 @@ fn apply_batch_op(store: &Store, usage: &Usage, bucket: &str, op: BatchOp) -> Re
             let path = store.object_path(bucket, &key);
             if key.is_dir() {
                 store.create_dirs(&path)?;
-                let mut m = crate::meta::ObjectMeta::load(&path)?.unwrap_or_else(|| {
-                    crate::meta::ObjectMeta::new("d41d8cd98f00b204e9800998ecf8427e".into(), 0)
-                });
+                let mut m = crate::meta::ObjectMeta::load(&path)?
+                    .unwrap_or_else(|| crate::meta::ObjectMeta::new(EMPTY_MD5.into(), 0));
                 m.dir_marker = true;
                 m.user = user;
                 m.store(&path)?;
@@ -487,20 +512,40 @@ fn apply_batch_op(store: &Store, usage: &Usage, bucket: &str, op: BatchOp) -> Re
                 return Ok(());
             }
             if let Some(found) = store.lookup(bucket, &key)? {
-                if !found.meta.placeholder {
-                    // West holds this file's data: only its metadata changes.
-                    let mut m = found.meta;
+                let mut m = found.meta.clone();
+                if found.meta.placeholder {
+                    // A placeholder holds no bytes: it is updated in place.
+                    let mut user = user;
+                    user.insert("gpair-size".into(), size.to_string());
+                    if let Some(g) = gpair_name.filter(|g| !g.is_empty()) {
+                        m.gpair_name = Some(g);
+                    }
                     m.user = user;
-                    m.store(&found.path)?;
-                    posix.apply(&found.path)?;
-                    return Ok(());
+                    m.size = size;
+                    if m == found.meta && found.md.len() == size {
+                        return Ok(());
+                    }
+                    if found.md.len() != size {
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&found.path)?
+                            .set_len(size)?;
+                    }
+                } else {
+                    // West holds this file's data: only its metadata changes.
+                    if m.user == user {
+                        return Ok(());
+                    }
+                    m.user = user;
                 }
+                m.store(&found.path)?;
+                posix.apply(&found.path)?;
+                return Ok(());
             }
             let gpair_name = gpair_name.filter(|g| !g.is_empty()).ok_or_else(|| {
                 Error::InvalidArgument(format!("{key}: a placeholder needs gpair_name"))
             })?;
-            let mut m =
-                crate::meta::ObjectMeta::new("d41d8cd98f00b204e9800998ecf8427e".into(), size);
+            let mut m = crate::meta::ObjectMeta::new(EMPTY_MD5.into(), size);
             m.placeholder = true;
             m.gpair_name = Some(gpair_name);
             m.user = user;

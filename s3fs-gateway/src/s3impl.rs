@@ -241,25 +241,15 @@ async fn receive(
 ) -> Result<Staged> {
     let store2 = Arc::clone(store);
     let staged = blocking(move || Ok(Staged::create(&store2, hasher)?)).await?;
-    // One chunk is hashed and written on the blocking pool while the next one arrives.
-    let mut writing: tokio::task::JoinHandle<Result<Staged>> =
-        tokio::spawn(async move { Ok(staged) });
+    // One chunk is hashed and written on the blocking pool while the next one arrives. At
+    // most one write is in flight and at most 4 chunks wait: when the disk is slower than the
+    // network, we stop reading the body (backpressure) instead of buffering it.
+    let mut writing: Option<tokio::task::JoinHandle<Result<Staged>>> = None;
+    let mut idle = Some(staged);
     let mut body = body;
     let mut pending: Vec<Bytes> = Vec::new();
     let mut pending_len = 0usize;
     let mut total = 0u64;
-    let flush = |writing: tokio::task::JoinHandle<Result<Staged>>, chunks: Vec<Bytes>| {
-        tokio::spawn(async move {
-            let mut staged = writing
-                .await
-                .map_err(|e| Error::Io(std::io::Error::other(e)))??;
-            blocking(move || {
-                staged.write(&chunks)?;
-                Ok(staged)
-            })
-            .await
-        })
-    };
     while let Some(chunk) = body.next().await {
         let chunk = chunk
             .map_err(|e| Error::S3(s3_error!(IncompleteBody, "request body ended early: {e}")))?;
@@ -272,11 +262,19 @@ async fn receive(
         }
         pending_len += chunk.len();
         pending.push(chunk);
-        if pending_len >= IO_CHUNK {
-            if writing.is_finished() || pending_len >= 4 * IO_CHUNK {
-                writing = flush(writing, std::mem::take(&mut pending));
-                pending_len = 0;
-            }
+        if pending_len < IO_CHUNK {
+            continue;
+        }
+        if let Some(w) = writing.take_if(|w| w.is_finished() || pending_len >= 4 * IO_CHUNK) {
+            idle = Some(w.await.map_err(|e| Error::Io(std::io::Error::other(e)))??);
+        }
+        if let Some(mut staged) = idle.take() {
+            let chunks = std::mem::take(&mut pending);
+            pending_len = 0;
+            writing = Some(tokio::task::spawn_blocking(move || {
+                staged.write(&chunks)?;
+                Ok(staged)
+            }));
         }
     }
     if total != len {
@@ -285,12 +283,19 @@ async fn receive(
             "request body has {total} bytes but Content-Length says {len}"
         )));
     }
+    let mut staged = match (writing, idle) {
+        (Some(w), _) => w.await.map_err(|e| Error::Io(std::io::Error::other(e)))??,
+        (None, Some(s)) => s,
+        (None, None) => return Err(Error::Io(std::io::Error::other("staging file lost"))),
+    };
     if !pending.is_empty() {
-        writing = flush(writing, pending);
+        staged = blocking(move || {
+            staged.write(&pending)?;
+            Ok(staged)
+        })
+        .await?;
     }
-    writing
-        .await
-        .map_err(|e| Error::Io(std::io::Error::other(e)))?
+    Ok(staged)
 }
 
 fn content_length(len: Option<i64>) -> Result<u64> {
@@ -501,6 +506,7 @@ impl Gateway {
             staged.keep();
             Ok((removed, added, ()))
         })?;
+        store.restore_dir_mtime(&parent);
         store.sync_dir(&parent)?;
         Ok(meta)
     }
@@ -1631,6 +1637,7 @@ pub fn delete_one(store: &Store, usage: &Usage, bucket: &str, key: &ObjectKey) -
             Ok((removed, Contribution::NONE, ()))
         })?;
         if let Some(parent) = found.path.parent() {
+            store.restore_dir_mtime(parent);
             store.sync_dir(parent)?;
             store.prune_empty_dirs(&bucket_dir, parent);
         }

@@ -231,6 +231,22 @@ impl Store {
         self.sync_dir(parent)
     }
 
+    /// Puts back the mtime a `dir/` marker records (x-amz-meta-mtime) after something was
+    /// created, removed or renamed inside it, so the west tree keeps east's directory times.
+    pub fn restore_dir_mtime(&self, dir: &Path) {
+        if let Ok(Some(meta)) = ObjectMeta::load(dir) {
+            if meta.dir_marker && meta.user.contains_key("mtime") {
+                if let Ok(attrs) = PosixAttrs::from_user_meta(&meta.user) {
+                    let only_mtime = PosixAttrs {
+                        mtime: attrs.mtime,
+                        ..PosixAttrs::default()
+                    };
+                    let _ = only_mtime.apply(dir);
+                }
+            }
+        }
+    }
+
     /// Removes now-empty implicit directories from `dir` up to (not including) the bucket.
     pub fn prune_empty_dirs(&self, bucket_dir: &Path, mut dir: &Path) {
         while dir != bucket_dir && dir.starts_with(bucket_dir) {
@@ -385,16 +401,32 @@ impl PosixAttrs {
 /// `"1600000000"`, `"1600000000.5"` → (secs, nanos).
 fn parse_mtime(v: &str) -> Option<(i64, u32)> {
     let v = v.trim();
+    let (negative, v) = match v.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, v),
+    };
     let (secs, frac) = v.split_once('.').unwrap_or((v, ""));
-    let secs: i64 = secs.parse().ok()?;
-    if secs < 0 || !frac.chars().all(|c| c.is_ascii_digit()) {
+    if secs.is_empty()
+        || !secs.chars().all(|c| c.is_ascii_digit())
+        || !frac.chars().all(|c| c.is_ascii_digit())
+    {
         return None;
     }
+    let secs: i64 = secs.parse().ok()?;
     let mut digits: String = frac.chars().take(9).collect();
     while digits.len() < 9 {
         digits.push('0');
     }
-    Some((secs, digits.parse().ok()?))
+    let nanos: u32 = digits.parse().ok()?;
+    if !negative {
+        return Some((secs, nanos));
+    }
+    // Before 1970: -5.25 s is 5.25 s before the epoch = (-6 s, 0.75 s).
+    Some(if nanos == 0 {
+        (-secs, 0)
+    } else {
+        (-secs - 1, 1_000_000_000 - nanos)
+    })
 }
 
 /// Inode number of a path (used by tests and rename checks).
@@ -417,7 +449,9 @@ mod tests {
             parse_mtime("1600000000.123456789123"),
             Some((1_600_000_000, 123_456_789))
         );
-        assert_eq!(parse_mtime("-5"), None);
+        assert_eq!(parse_mtime("-5"), Some((-5, 0)));
+        assert_eq!(parse_mtime("-5.25"), Some((-6, 750_000_000)));
+        assert_eq!(parse_mtime("--5"), None);
         assert_eq!(parse_mtime("soon"), None);
     }
 

@@ -910,13 +910,25 @@ impl Backend {
         )
         .unwrap();
         let log = dir.join("backend.log");
-        let mut b = Backend { child: None, dir, socket, catalog, config, log, _tmp: tmp };
+        let mut b = Backend {
+            child: None,
+            dir,
+            socket,
+            catalog,
+            config,
+            log,
+            _tmp: tmp,
+        };
         b.spawn();
         b
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let mut child = Command::new(bin_path("gpair-backend"))
             .arg("--config")
             .arg(&self.config)
@@ -937,7 +949,10 @@ impl Backend {
         });
         if rx.recv_timeout(Duration::from_secs(60)).is_err() {
             let _ = child.kill();
-            panic!("backend did not start; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+            panic!(
+                "backend did not start; log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
         }
         self.child = Some(child);
     }
@@ -992,7 +1007,10 @@ impl Backend {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("gpair {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+            panic!(
+                "gpair {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
         })
     }
 }

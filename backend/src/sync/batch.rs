@@ -18,7 +18,9 @@ use crate::west::WestError;
 /// Most records applied in one request.
 pub const MAX_BATCH: usize = 512;
 
-/// What one record turned into.
+/// What one record turned into. (At most MAX_BATCH of these live at once; boxing the big
+/// variant would only add allocations.)
+#[allow(clippy::large_enum_variant)]
 enum Plan {
     /// Nothing to do on west (never synced and already gone).
     Nothing,
@@ -116,7 +118,7 @@ impl Engine {
         let ops: Vec<BatchOp> = planned
             .iter()
             .filter_map(|(p, _)| match p {
-                Plan::Write { op, .. } => Some(op.clone()),
+                Plan::Write { op, .. } => Some(BatchOp::clone(op)),
                 Plan::Nothing => None,
             })
             .collect();
@@ -132,7 +134,7 @@ impl Engine {
                 let mut q = lock(&self.queue);
                 for (_, (key, _)) in planned {
                     q.finish(&key);
-                    q.schedule(gpeer, key, now_ms(), false);
+                    q.schedule(gpeer, key, now_ms(), None);
                 }
                 return;
             }
@@ -205,20 +207,20 @@ impl Engine {
                         stats.applied.fetch_add(1, Ordering::Relaxed);
                         q.set_failing(&key, false);
                         if q.finish(&key) {
-                            q.schedule(gpeer, key, now_ms(), false);
+                            q.schedule(gpeer, key, now_ms(), None);
                         } else {
                             done.delete(CF_OUTBOX, &key);
                         }
                     }
                     Err(e) if !e.is_permanent() => {
                         q.finish(&key);
-                        q.schedule(gpeer, key, now_ms(), false);
+                        q.schedule(gpeer, key, now_ms(), None);
                         transient = Some(e);
                     }
                     Err(e) => {
                         let attempts = record.attempts + 1;
                         if q.finish(&key) {
-                            q.schedule(gpeer, key, now_ms(), false);
+                            q.schedule(gpeer, key, now_ms(), None);
                             continue;
                         }
                         tracing::warn!(gpair, path = %String::from_utf8_lossy(&key[prefix_len..]), error = %e, attempts, "sync of an entry failed");
@@ -230,7 +232,7 @@ impl Engine {
                         };
                         done.put(CF_OUTBOX, &key, &failed);
                         q.set_failing(&key, true);
-                        q.schedule(gpeer, key, failed.next_due_ms, false);
+                        q.schedule(gpeer, key, failed.next_due_ms, None);
                     }
                 }
             }

@@ -352,7 +352,7 @@ impl Engine {
         let due = now + delay_ms;
         let mut q = lock(&self.queue);
         let mut batch = self.catalog.batch();
-        let mut scheduled = Vec::with_capacity(items.len());
+        let mut scheduled: Vec<(ItemKey, Option<ItemKey>)> = Vec::with_capacity(items.len());
         let mut extra: Vec<(Vec<u8>, Op)> = Vec::new();
         for (path, op) in items {
             let key = gpair_key(gpair, &path);
@@ -367,7 +367,7 @@ impl Engine {
                 }
                 (_, op) => op,
             };
-            let is_rename = matches!(op, Op::Rename { .. });
+            let from = rename_source(gpair, &op);
             let rec = OutboxRecord {
                 op,
                 attempts: 0,
@@ -377,7 +377,7 @@ impl Engine {
             };
             batch.put(CF_OUTBOX, &key, &rec);
             q.set_failing(&key, false);
-            scheduled.push((key, is_rename));
+            scheduled.push((key, from));
         }
         for (path, op) in extra {
             let key = gpair_key(gpair, &path);
@@ -392,11 +392,11 @@ impl Engine {
                     enqueued_ms: now,
                 },
             );
-            scheduled.push((key, false));
+            scheduled.push((key, None));
         }
         batch.commit()?;
-        for (key, is_rename) in scheduled {
-            q.schedule(&gpeer, key, due, is_rename);
+        for (key, from) in scheduled {
+            q.schedule(&gpeer, key, due, from);
         }
         drop(q);
         self.wake.notify_waiters();
@@ -422,8 +422,8 @@ impl Engine {
             if rec.attempts > 0 {
                 q.set_failing(&key, true);
             }
-            let is_rename = matches!(rec.op, Op::Rename { .. });
-            q.schedule(&gpeer, key, rec.next_due_ms, is_rename);
+            let from = rename_source(gpair, &rec.op);
+            q.schedule(&gpeer, key, rec.next_due_ms, from);
             n += 1;
         }
         Ok(n)
@@ -624,7 +624,7 @@ impl Engine {
                 q.set_failing(&key, false);
                 if q.finish(&key) {
                     // Re-enqueued while we worked: its newer record stays and runs again.
-                    q.schedule(&gpeer, key, now_ms(), false);
+                    q.schedule(&gpeer, key, now_ms(), None);
                 } else if let Err(e) = self.catalog.delete(CF_OUTBOX, &key) {
                     tracing::error!(error = %e, "cannot remove an applied outbox record");
                 }
@@ -634,12 +634,7 @@ impl Engine {
                 let mut q = lock(&self.queue);
                 q.finish(&key);
                 // Not the entry's fault: it keeps its attempts and waits for the gpeer.
-                q.schedule(
-                    &gpeer,
-                    key,
-                    now_ms(),
-                    matches!(record.op, Op::Rename { .. }),
-                );
+                q.schedule(&gpeer, key, now_ms(), rename_source(&gpair, &record.op));
             }
             Err(e) => {
                 let attempts = record.attempts + 1;
@@ -648,7 +643,7 @@ impl Engine {
                 let mut q = lock(&self.queue);
                 let redo = q.finish(&key);
                 if redo {
-                    q.schedule(&gpeer, key, now_ms(), false);
+                    q.schedule(&gpeer, key, now_ms(), None);
                 } else {
                     let failed = OutboxRecord {
                         attempts,
@@ -664,7 +659,7 @@ impl Engine {
                         &gpeer,
                         key,
                         failed.next_due_ms,
-                        matches!(record.op, Op::Rename { .. }),
+                        rename_source(&gpair, &record.op),
                     );
                 }
             }
@@ -686,12 +681,18 @@ impl Engine {
         let east = read_meta(abs.clone()).await?;
         let key = gpair_key(&rec.name, path);
         match (op, east) {
-            (Op::Rename { from, is_dir }, Some(meta)) => {
+            // A rename is replayed on west even when its destination has since moved on
+            // east (a file moved into a directory that then moved): the later rename,
+            // applied after this one, carries it to where it is now.
+            (Op::Rename { from, is_dir }, east) => {
                 let (from_key, to_key) = (west_key(&rec.prefix, from), west_key(&rec.prefix, path));
                 match west.rename(&rec.bucket, &from_key, &to_key, *is_dir).await {
                     Ok(()) => {
                         self.move_entries(&rec.name, from, path, *is_dir)?;
-                        self.put_entry(rec, stats, west, path, &meta).await
+                        match east {
+                            Some(meta) => self.put_entry(rec, stats, west, path, &meta).await,
+                            None => Ok(()),
+                        }
                     }
                     Err(e) if !e.is_permanent() => Err(e.into()),
                     Err(e) => {
@@ -699,9 +700,11 @@ impl Engine {
                         // afresh and remove the old one.
                         tracing::info!(gpair = rec.name, error = %e, "native rename not possible; resyncing both paths");
                         self.delete_subtree(rec, from, *is_dir)?;
-                        self.put_entry(rec, stats, west, path, &meta).await?;
-                        if *is_dir {
-                            scan::enqueue_subtree(self, rec, path)?;
+                        if let Some(meta) = east {
+                            self.put_entry(rec, stats, west, path, &meta).await?;
+                            if *is_dir {
+                                scan::enqueue_subtree(self, rec, path)?;
+                            }
                         }
                         Ok(())
                     }
@@ -845,6 +848,14 @@ impl Engine {
             g.rec.name.clone(),
             std::os::unix::ffi::OsStrExt::as_bytes(rel.as_os_str()).to_vec(),
         ))
+    }
+}
+
+/// The outbox key of a rename's source, for the schedule.
+fn rename_source(gpair: &str, op: &Op) -> Option<ItemKey> {
+    match op {
+        Op::Rename { from, .. } => Some(gpair_key(gpair, from)),
+        _ => None,
     }
 }
 

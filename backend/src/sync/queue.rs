@@ -11,6 +11,11 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 /// `gpair ‖ 0 ‖ path`, the outbox key.
 pub type ItemKey = Vec<u8>;
 
+/// `gpair ‖ 0` of an outbox key.
+fn gpair_prefix(key: &[u8]) -> Option<&[u8]> {
+    key.iter().position(|&b| b == 0).map(|i| &key[..=i])
+}
+
 #[derive(Default)]
 pub struct Queue {
     /// gpeer → (due_ms, seq, key)
@@ -22,16 +27,31 @@ pub struct Queue {
     redo: HashSet<ItemKey>,
     /// Keys whose last attempt failed permanently (shown by `sync status`).
     failing: HashSet<ItemKey>,
-    /// Keys of pending renames: work under their destination waits for them.
-    renames: HashSet<ItemKey>,
+    /// Pending renames, destination key → source key. Other work on or under either path
+    /// waits for the rename.
+    renames: HashMap<ItemKey, ItemKey>,
+    /// Source keys of pending renames (with multiplicity).
+    sources: HashMap<ItemKey, usize>,
+    /// Gpairs (`gpair ‖ 0`) with a rename being applied: their renames run one at a time,
+    /// in order, so "move into a directory, then move the directory" lands right on west.
+    renaming: HashSet<Vec<u8>>,
     seq: u64,
 }
 
 impl Queue {
     /// Schedules `key` at `due_ms` (or keeps the earlier time if already scheduled).
-    pub fn schedule(&mut self, gpeer: &str, key: ItemKey, due_ms: i64, is_rename: bool) {
-        if is_rename {
-            self.renames.insert(key.clone());
+    pub fn schedule(
+        &mut self,
+        gpeer: &str,
+        key: ItemKey,
+        due_ms: i64,
+        rename_from: Option<ItemKey>,
+    ) {
+        if let Some(from) = rename_from {
+            if let Some(old) = self.renames.insert(key.clone(), from.clone()) {
+                self.forget_source(&old);
+            }
+            *self.sources.entry(from).or_insert(0) += 1;
         }
         if self.in_flight.contains(&key) {
             self.redo.insert(key);
@@ -90,6 +110,11 @@ impl Queue {
                     set.remove(&item);
                 }
                 self.index.remove(&item.2);
+                if self.renames.contains_key(&item.2) {
+                    if let Some(g) = gpair_prefix(&item.2) {
+                        self.renaming.insert(g.to_vec());
+                    }
+                }
                 self.in_flight.insert(item.2.clone());
                 Ok(item.2)
             }
@@ -115,7 +140,7 @@ impl Queue {
                 break;
             }
             if item.2.starts_with(prefix)
-                && !self.renames.contains(&item.2)
+                && !self.renames.contains_key(&item.2)
                 && !self.blocked_by_rename(&item.2)
             {
                 taken.push(item.clone());
@@ -133,17 +158,24 @@ impl Queue {
         keys
     }
 
-    /// Whether an ancestor directory of `key` is the destination of a pending rename.
+    /// Whether `key` must wait for a pending rename: renames of one gpair run one at a time;
+    /// other work on or under a pending rename's source or destination waits for it.
     fn blocked_by_rename(&self, key: &[u8]) -> bool {
-        if self.renames.is_empty() || self.renames.contains(key) {
+        if self.renames.is_empty() {
             return false;
+        }
+        if self.renames.contains_key(key) {
+            return gpair_prefix(key).is_some_and(|g| self.renaming.contains(g));
+        }
+        if self.sources.contains_key(key) {
+            return true;
         }
         let mut end = key.len();
         while let Some(i) = key[..end].iter().rposition(|&b| b == b'/' || b == 0) {
             if key[i] == 0 {
                 return false;
             }
-            if self.renames.contains(&key[..i]) {
+            if self.renames.contains_key(&key[..i]) || self.sources.contains_key(&key[..i]) {
                 return true;
             }
             end = i;
@@ -151,11 +183,31 @@ impl Queue {
         false
     }
 
+    fn forget_source(&mut self, from: &[u8]) {
+        if let Some(n) = self.sources.get_mut(from) {
+            *n -= 1;
+            if *n == 0 {
+                self.sources.remove(from);
+            }
+        }
+    }
+
     /// The attempt on `key` ended. Returns true when it was re-enqueued meanwhile.
     pub fn finish(&mut self, key: &[u8]) -> bool {
         self.in_flight.remove(key);
-        self.renames.remove(key);
-        self.redo.remove(key)
+        if let Some(g) = gpair_prefix(key) {
+            if self.renames.contains_key(key) {
+                self.renaming.remove(g);
+            }
+        }
+        let redo = self.redo.remove(key);
+        if !redo {
+            // A re-enqueued rename keeps its registration until it runs.
+            if let Some(from) = self.renames.remove(key) {
+                self.forget_source(&from);
+            }
+        }
+        redo
     }
 
     pub fn set_failing(&mut self, key: &[u8], failing: bool) {
@@ -183,7 +235,9 @@ impl Queue {
         }
         self.redo.retain(|k| !k.starts_with(prefix));
         self.failing.retain(|k| !k.starts_with(prefix));
-        self.renames.retain(|k| !k.starts_with(prefix));
+        self.renames.retain(|k, _| !k.starts_with(prefix));
+        self.sources.retain(|k, _| !k.starts_with(prefix));
+        self.renaming.retain(|k| !k.starts_with(prefix));
     }
 
     /// (pending, failing) of keys starting with `prefix`.
@@ -236,10 +290,10 @@ mod tests {
     #[test]
     fn coalesces_and_orders_by_due_time() {
         let mut q = Queue::default();
-        q.schedule("g", k("a"), 10, false);
-        q.schedule("g", k("a"), 5, false);
-        q.schedule("g", k("a"), 50, false);
-        q.schedule("g", k("b"), 7, false);
+        q.schedule("g", k("a"), 10, None);
+        q.schedule("g", k("a"), 5, None);
+        q.schedule("g", k("a"), 50, None);
+        q.schedule("g", k("b"), 7, None);
         assert_eq!(q.len(), 2);
         let none = HashSet::new();
         assert_eq!(q.pop_ready(100, &none), Ok(k("a")));
@@ -250,8 +304,8 @@ mod tests {
     #[test]
     fn paused_gpeers_and_future_items_wait() {
         let mut q = Queue::default();
-        q.schedule("down", k("a"), 0, false);
-        q.schedule("up", k("b"), 500, false);
+        q.schedule("down", k("a"), 0, None);
+        q.schedule("up", k("b"), 500, None);
         let paused: HashSet<String> = ["down".to_string()].into();
         assert_eq!(q.pop_ready(100, &paused), Err(Some(500)));
         assert_eq!(q.pop_ready(600, &paused), Ok(k("b")));
@@ -261,9 +315,9 @@ mod tests {
     #[test]
     fn re_enqueue_while_in_flight_is_redone() {
         let mut q = Queue::default();
-        q.schedule("g", k("a"), 0, false);
+        q.schedule("g", k("a"), 0, None);
         let key = q.pop_ready(1, &HashSet::new()).unwrap();
-        q.schedule("g", k("a"), 0, false);
+        q.schedule("g", k("a"), 0, None);
         assert!(q.finish(&key));
         assert!(!q.finish(&key));
     }
@@ -271,8 +325,8 @@ mod tests {
     #[test]
     fn work_under_a_pending_rename_waits_for_it() {
         let mut q = Queue::default();
-        q.schedule("g", k("new/x"), 0, false);
-        q.schedule("g", k("new"), 1, true);
+        q.schedule("g", k("new/x"), 0, None);
+        q.schedule("g", k("new"), 1, Some(k("old")));
         let none = HashSet::new();
         assert_eq!(q.pop_ready(5, &none), Ok(k("new")));
         assert_eq!(
@@ -282,5 +336,39 @@ mod tests {
         );
         q.finish(&k("new"));
         assert_eq!(q.pop_ready(5, &none), Ok(k("new/x")));
+    }
+
+    #[test]
+    fn work_under_a_pending_rename_source_waits_for_it() {
+        let mut q = Queue::default();
+        q.schedule("g", k("dir/sub"), 0, None);
+        q.schedule("g", k("dir/sub/x"), 0, None);
+        q.schedule("g", k("moved"), 5, Some(k("dir/sub")));
+        let none = HashSet::new();
+        assert_eq!(
+            q.pop_ready(1, &none),
+            Err(Some(5)),
+            "nothing under the source may run first"
+        );
+        assert_eq!(q.pop_ready(10, &none), Ok(k("moved")));
+        q.finish(&k("moved"));
+        assert!(q.pop_ready(10, &none).is_ok());
+    }
+
+    #[test]
+    fn renames_of_one_gpair_run_one_at_a_time_in_order() {
+        let mut q = Queue::default();
+        q.schedule("g", k("dir/f"), 1, Some(k("f")));
+        q.schedule("g", k("elsewhere/sub"), 2, Some(k("dir")));
+        let none = HashSet::new();
+        let first = q.pop_ready(5, &none).unwrap();
+        assert_eq!(first, k("dir/f"));
+        assert_eq!(
+            q.pop_ready(5, &none),
+            Err(None),
+            "the second rename waits for the first"
+        );
+        q.finish(&first);
+        assert_eq!(q.pop_ready(5, &none), Ok(k("elsewhere/sub")));
     }
 }

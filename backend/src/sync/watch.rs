@@ -32,6 +32,9 @@ fn mask() -> WatchMask {
         | WatchMask::ONLYDIR
 }
 
+/// One inotify event, detached from the read buffer: (watch, mask, cookie, name).
+type RawEvent = (Option<WatchDescriptor>, EventMask, u32, Option<Vec<u8>>);
+
 struct Watcher {
     engine: Arc<Engine>,
     rec: GpairRecord,
@@ -114,10 +117,7 @@ impl Watcher {
             if r <= 0 {
                 continue;
             }
-            let events: Vec<(Option<WatchDescriptor>, EventMask, u32, Option<Vec<u8>>)> = match self
-                .inotify
-                .read_events(&mut buf)
-            {
+            let events: Vec<RawEvent> = match self.inotify.read_events(&mut buf) {
                 Ok(evs) => evs
                     .map(|e| {
                         let name = e
@@ -147,7 +147,7 @@ impl Watcher {
         Some(p)
     }
 
-    fn handle(&mut self, events: Vec<(Option<WatchDescriptor>, EventMask, u32, Option<Vec<u8>>)>) {
+    fn handle(&mut self, events: Vec<RawEvent>) {
         let mut moved_from: HashMap<u32, (Vec<u8>, bool)> = HashMap::new();
         let mut puts: Vec<(Vec<u8>, Op)> = Vec::new();
         let name = self.rec.name.clone();
@@ -173,6 +173,14 @@ impl Watcher {
                 continue;
             };
             let is_dir = mask.contains(EventMask::ISDIR);
+            if mask.intersects(
+                EventMask::CREATE | EventMask::DELETE | EventMask::MOVED_FROM | EventMask::MOVED_TO,
+            ) {
+                // The directory's own mtime changed too; inotify only reports the child.
+                if let Some(dir) = self.dirs.get(&wd).filter(|d| !d.is_empty()) {
+                    puts.push((dir.clone(), Op::Put));
+                }
+            }
             if mask.contains(EventMask::MOVED_FROM) {
                 moved_from.insert(cookie, (path, is_dir));
             } else if mask.contains(EventMask::MOVED_TO) {

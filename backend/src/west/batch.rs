@@ -80,7 +80,7 @@ impl BatchClient {
                         "op": "meta",
                         "key": key.object_key(is_dir),
                         "gpair_name": if is_dir { None } else { Some(gpair_value) },
-                        "size": if meta.kind == EntryKind::File { meta.size } else { 0 },
+                        "size": if is_dir { 0 } else { meta.size },
                         "meta": entry_metadata(meta, key),
                     })
                 }
