@@ -429,20 +429,15 @@ pub fn apply_batch(
     ops: Vec<BatchOp>,
 ) -> Vec<BatchResult> {
     let mut touched: std::collections::BTreeSet<std::path::PathBuf> = Default::default();
-    let results: Vec<BatchResult> = ops
-        .into_iter()
-        .map(|op| {
-            let key = match &op {
-                BatchOp::Meta { key, .. } | BatchOp::Delete { key } => key.clone(),
-            };
-            if let Ok(k) = ObjectKey::parse(&key) {
-                if let Some(parent) = store.object_path(bucket, &k).parent() {
-                    touched.insert(parent.to_path_buf());
-                }
+    for op in &ops {
+        let (BatchOp::Meta { key, .. } | BatchOp::Delete { key }) = op;
+        if let Ok(k) = ObjectKey::parse(key) {
+            if let Some(parent) = store.object_path(bucket, &k).parent() {
+                touched.insert(parent.to_path_buf());
             }
-            op
-        })
-        .collect::<Vec<_>>()
+        }
+    }
+    let results: Vec<BatchResult> = ops
         .into_iter()
         .map(|op| match apply_batch_op(store, usage, bucket, op) {
             Ok(()) => BatchResult {
