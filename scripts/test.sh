@@ -51,6 +51,7 @@ need_cmd s3fs s3fs
 need_cmd fusermount3 fuse3
 need_cmd getfattr attr
 need_cmd hyperfine hyperfine
+need_cmd openssl openssl
 if dpkg -s libclang-dev >/dev/null 2>&1; then
     echo "ok       libclang-dev (dpkg)"
 else

@@ -21,6 +21,21 @@ pub struct RawConfig {
     pub shutdown_grace_secs: Option<u64>,
     #[serde(default)]
     pub sync: RawSync,
+    /// Optional TCP listener; TLS and a bearer token are mandatory on it.
+    pub tcp: Option<RawTcp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTcp {
+    /// Address to listen on, e.g. "0.0.0.0:7443".
+    pub listen: Option<String>,
+    /// PEM certificate chain of the server.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of the server.
+    pub key: Option<PathBuf>,
+    /// File holding the bearer token clients must send (mode 0600, at least 16 characters).
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,6 +67,74 @@ pub struct Config {
     pub socket_mode: u32,
     pub shutdown_grace: Duration,
     pub sync: SyncConfig,
+    pub tcp: Option<TcpConfig>,
+}
+
+/// The validated TCP listener settings, with the certificate, key and token loaded.
+#[derive(Clone)]
+pub struct TcpConfig {
+    pub listen: std::net::SocketAddr,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub token: String,
+}
+
+impl std::fmt::Debug for TcpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpConfig")
+            .field("listen", &self.listen)
+            .field("token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+fn build_tcp(raw: RawTcp) -> Result<TcpConfig, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let invalid = |m: String| ConfigError::Invalid(m);
+    let listen_str = raw
+        .listen
+        .ok_or_else(|| invalid("[tcp] needs `listen` (e.g. \"0.0.0.0:7443\")".into()))?;
+    let listen = listen_str
+        .parse()
+        .map_err(|_| invalid(format!("tcp.listen {listen_str:?} is not HOST:PORT")))?;
+    let read = |what: &str, p: Option<PathBuf>| -> Result<(PathBuf, Vec<u8>), ConfigError> {
+        let p = p.ok_or_else(|| {
+            invalid(format!(
+                "[tcp] needs `{what}`: TCP is served only with TLS and a bearer token"
+            ))
+        })?;
+        let bytes =
+            std::fs::read(&p).map_err(|e| invalid(format!("tcp.{what} {}: {e}", p.display())))?;
+        Ok((p, bytes))
+    };
+    let (_, cert_pem) = read("cert", raw.cert)?;
+    let (_, key_pem) = read("key", raw.key)?;
+    let (token_path, token) = read("token_file", raw.token_file)?;
+    let mode = std::fs::metadata(&token_path)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0);
+    if mode & 0o077 != 0 {
+        return Err(invalid(format!(
+            "tcp.token_file {} has mode {mode:o}; it holds a secret (run: chmod 600 {})",
+            token_path.display(),
+            token_path.display()
+        )));
+    }
+    let token = String::from_utf8(token)
+        .map_err(|_| invalid("tcp.token_file is not UTF-8".into()))?
+        .trim()
+        .to_string();
+    if token.len() < 16 || !token.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(invalid(
+            "the bearer token must be at least 16 printable ASCII characters".into(),
+        ));
+    }
+    Ok(TcpConfig {
+        listen,
+        cert_pem,
+        key_pem,
+        token,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -166,6 +249,7 @@ impl Config {
             socket,
             socket_mode,
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(20)),
+            tcp: raw.tcp.map(build_tcp).transpose()?,
             sync: SyncConfig {
                 workers,
                 walk_threads,

@@ -83,20 +83,32 @@ pub async fn run(
 
     let listener = bind_socket(&config)?;
     println!("gpair-backend listening on {}", config.socket.display());
-    let admin = AdminService {
+    let admin = Arc::new(AdminService {
         engine: Arc::clone(&engine),
         cluster_id: config.cluster_id.clone(),
         started,
         registry_lock: tokio::sync::Mutex::new(()),
-    };
-    let changes = ChangesService {
+    });
+    let changes = Arc::new(ChangesService {
         engine: Arc::clone(&engine),
+    });
+    let tcp_server = match &config.tcp {
+        Some(tcp) => Some(
+            serve_tcp(
+                tcp,
+                Arc::clone(&admin),
+                Arc::clone(&changes),
+                cancel.clone(),
+            )
+            .await?,
+        ),
+        None => None,
     };
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let serve_cancel = cancel.clone();
     let server = tonic::transport::Server::builder()
-        .add_service(pb::admin_server::AdminServer::new(admin))
-        .add_service(pb::changes_server::ChangesServer::new(changes))
+        .add_service(pb::admin_server::AdminServer::from_arc(admin))
+        .add_service(pb::changes_server::ChangesServer::from_arc(changes))
         .serve_with_incoming_shutdown(incoming, async move {
             tokio::select! {
                 () = shutdown => {}
@@ -106,6 +118,9 @@ pub async fn run(
     let result = server.await;
     tracing::info!("shutting down: stopping workers");
     cancel.cancel();
+    if let Some(tcp) = tcp_server {
+        let _ = tcp.await;
+    }
     let drain = futures::future::join_all(workers);
     if tokio::time::timeout(config.shutdown_grace, drain)
         .await
@@ -117,6 +132,76 @@ pub async fn run(
     let _ = std::fs::remove_file(&config.socket);
     result?;
     Ok(())
+}
+
+/// Checks `authorization: Bearer <token>` on every request of the TCP listener.
+#[derive(Clone)]
+struct BearerToken(Arc<String>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            // Compare every byte, so the time taken does not reveal how much matched.
+            Some(t)
+                if t.len() == self.0.len()
+                    && t.bytes()
+                        .zip(self.0.bytes())
+                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                        == 0 =>
+            {
+                Ok(req)
+            }
+            _ => Err(tonic::Status::unauthenticated(
+                "missing or wrong bearer token",
+            )),
+        }
+    }
+}
+
+/// Serves the API on TCP with TLS and a bearer token, until `cancel`.
+async fn serve_tcp(
+    tcp: &crate::config::TcpConfig,
+    admin: Arc<AdminService>,
+    changes: Arc<ChangesService>,
+    cancel: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, RunError> {
+    use tonic::transport::{Identity, ServerTlsConfig};
+    let socket_err = |source| RunError::Socket {
+        path: tcp.listen.to_string(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(tcp.listen)
+        .await
+        .map_err(socket_err)?;
+    let local = listener.local_addr().map_err(socket_err)?;
+    let token = BearerToken(Arc::new(tcp.token.clone()));
+    let router = tonic::transport::Server::builder()
+        .tls_config(
+            ServerTlsConfig::new().identity(Identity::from_pem(&tcp.cert_pem, &tcp.key_pem)),
+        )?
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            pb::admin_server::AdminServer::from_arc(admin),
+            token.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            pb::changes_server::ChangesServer::from_arc(changes),
+            token,
+        ));
+    println!("gpair-backend listening on https://{local} (TLS, bearer token)");
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    Ok(tokio::spawn(async move {
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "TCP listener failed");
+        }
+    }))
 }
 
 fn bind_socket(config: &Config) -> Result<tokio::net::UnixListener, RunError> {

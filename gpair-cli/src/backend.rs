@@ -13,7 +13,8 @@ use std::time::Duration;
 use gpair_proto::pb::{self, admin_client::AdminClient};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri};
 
 use crate::error::{connect_reason, is_client_timeout, CliError};
 
@@ -23,8 +24,26 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Where the backend listens and how long to wait for its answers.
 #[derive(Debug, Clone)]
 pub struct Backend {
+    /// A Unix socket path, or `https://HOST:PORT` for the TCP listener.
     socket: PathBuf,
     timeout: Duration,
+    /// CA certificate (PEM) to verify the TCP listener with; system roots when absent.
+    ca_cert: Option<PathBuf>,
+    /// Bearer token sent to the TCP listener.
+    token: Option<String>,
+}
+
+/// Adds `authorization: Bearer <token>` to every request when a token is set.
+#[derive(Debug, Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
 }
 
 impl Backend {
@@ -33,7 +52,39 @@ impl Backend {
         Backend {
             socket: socket.into(),
             timeout,
+            ca_cert: None,
+            token: None,
         }
+    }
+
+    /// For an `https://` backend: the CA to trust and the bearer token to send.
+    pub fn with_tls(mut self, ca_cert: Option<PathBuf>, token: Option<String>) -> Self {
+        self.ca_cert = ca_cert;
+        self.token = token;
+        self
+    }
+
+    /// The TCP listener's URL, when the backend is given as `https://HOST:PORT`.
+    fn url(&self) -> Option<&str> {
+        self.socket.to_str().filter(|s| s.starts_with("https://"))
+    }
+
+    async fn tls_channel(&self, url: &str) -> Result<Channel, CliError> {
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = &self.ca_cert {
+            let pem = std::fs::read(ca)
+                .map_err(|e| CliError::usage("--ca-cert", format!("{}: {e}", ca.display())))?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        Endpoint::from_shared(url.to_string())
+            .map_err(|e| CliError::usage("--backend", format!("{url}: {e}")))?
+            .tls_config(tls)
+            .map_err(|e| CliError::usage("--backend", format!("{url}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(self.timeout)
+            .connect()
+            .await
+            .map_err(|e| self.unreachable(connect_reason(&e)))
     }
 
     /// The socket path.
@@ -51,22 +102,39 @@ impl Backend {
     /// Connects to the socket. A missing socket or a refused connection is
     /// [`CliError::Unreachable`] with the reason in words.
     pub async fn connect(&self) -> Result<BackendClient, CliError> {
-        let path = self.socket.clone();
-        let channel = Endpoint::from_static("http://localhost")
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(self.timeout)
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    let stream = UnixStream::connect(path).await?;
-                    Ok::<_, std::io::Error>(TokioIo::new(stream))
-                }
-            }))
-            .await
-            .map_err(|e| self.unreachable(connect_reason(&e)))?;
+        let bearer = match (&self.token, self.url()) {
+            (Some(t), Some(_)) => Some(format!("Bearer {t}").parse().map_err(|_| {
+                CliError::usage("--token-file", "the bearer token must be printable ASCII")
+            })?),
+            (None, Some(url)) => {
+                return Err(CliError::usage(
+                    "--backend",
+                    format!("{url} needs a bearer token: set GPAIR_TOKEN or --token-file"),
+                ))
+            }
+            _ => None,
+        };
+        let channel = match self.url() {
+            Some(url) => self.tls_channel(url).await?,
+            None => {
+                let path = self.socket.clone();
+                Endpoint::from_static("http://localhost")
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .timeout(self.timeout)
+                    .connect_with_connector(tower::service_fn(move |_: Uri| {
+                        let path = path.clone();
+                        async move {
+                            let stream = UnixStream::connect(path).await?;
+                            Ok::<_, std::io::Error>(TokioIo::new(stream))
+                        }
+                    }))
+                    .await
+                    .map_err(|e| self.unreachable(connect_reason(&e)))?
+            }
+        };
         Ok(BackendClient {
             backend: self.clone(),
-            admin: AdminClient::new(channel),
+            admin: AdminClient::with_interceptor(channel, Bearer(bearer)),
         })
     }
 }
@@ -75,7 +143,7 @@ impl Backend {
 #[derive(Debug, Clone)]
 pub struct BackendClient {
     backend: Backend,
-    admin: AdminClient<Channel>,
+    admin: AdminClient<InterceptedService<Channel, Bearer>>,
 }
 
 /// Generates the thin per-RPC methods; each returns the response message or a [`CliError`].

@@ -23,7 +23,9 @@ Exit codes:
   4  any other failure (internal backend error, timeout, unexpected answer)
 
 Environment:
-  GPAIR_BACKEND     the backend's admin socket (default /run/gpair/backend.sock)
+  GPAIR_BACKEND     the backend's admin socket (default /run/gpair/backend.sock) or https://HOST:PORT
+  GPAIR_CA_CERT     CA certificate for an https:// backend
+  GPAIR_TOKEN       bearer token for an https:// backend (or GPAIR_TOKEN_FILE / --token-file)
   GPAIR_SECRET_KEY  the secret key for `gpeer add` when neither --secret-key nor
                     --secret-key-file is given
 
@@ -34,7 +36,8 @@ See docs/cli.md for every command with an example.";
 #[derive(Debug, Parser)]
 #[command(name = "gpair", version, after_help = AFTER_HELP, propagate_version = true)]
 pub struct Cli {
-    /// The backend's admin socket.
+    /// The backend's admin socket, or `https://HOST:PORT` for its TCP listener (TLS and a
+    /// bearer token).
     #[arg(
         long,
         global = true,
@@ -43,6 +46,14 @@ pub struct Cli {
         default_value = DEFAULT_SOCKET
     )]
     pub backend: PathBuf,
+
+    /// CA certificate (PEM) that signed an `https://` backend's certificate.
+    #[arg(long, global = true, value_name = "FILE", env = "GPAIR_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// File holding the bearer token for an `https://` backend (or set GPAIR_TOKEN).
+    #[arg(long, global = true, value_name = "FILE", env = "GPAIR_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 
     /// How to print results.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]

@@ -51,8 +51,19 @@ where
 }
 
 fn execute(cli: Cli) -> Result<(), CliError> {
+    let token = match (&cli.token_file, std::env::var("GPAIR_TOKEN")) {
+        (Some(f), _) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| CliError::usage("--token-file", format!("{}: {e}", f.display())))?
+                .trim()
+                .to_string(),
+        ),
+        (None, Ok(t)) if !t.is_empty() => Some(t),
+        _ => None,
+    };
     let ctx = Context {
-        backend: Backend::new(cli.backend, Duration::from_secs(cli.timeout)),
+        backend: Backend::new(cli.backend, Duration::from_secs(cli.timeout))
+            .with_tls(cli.ca_cert, token),
         // Unknown only if the directory was removed; relative --local paths then fail validation.
         cwd: std::env::current_dir().unwrap_or_default(),
         env_secret_key: std::env::var_os("GPAIR_SECRET_KEY")

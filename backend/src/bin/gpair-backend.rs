@@ -17,6 +17,9 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Two TLS crypto providers are linked in (ring for gRPC, aws-lc for the AWS SDK); say which
+    // one the gRPC listener uses.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
