@@ -152,6 +152,35 @@ fn checksum_plan(
     Ok(h)
 }
 
+/// The hasher and the expected checksums of an uploaded body, from the `Content-MD5`,
+/// `x-amz-checksum-*` and `x-amz-sdk-checksum-algorithm` fields of a PutObject or UploadPart
+/// input (both name them alike; the checksum and MD5 fields are moved out of `$input`).
+macro_rules! body_checks {
+    ($input:ident) => {
+        body_checks(
+            $input.checksum_algorithm.as_ref(),
+            $input.content_md5,
+            [
+                $input.checksum_crc32,
+                $input.checksum_crc32c,
+                $input.checksum_sha1,
+                $input.checksum_sha256,
+                $input.checksum_crc64nvme,
+            ],
+        )
+    };
+}
+
+/// See [`body_checks!`]: [`checksum_plan`] and [`Expected::new`] over the same fields.
+fn body_checks(
+    algorithm: Option<&ChecksumAlgorithm>,
+    md5: Option<String>,
+    given: [Option<String>; 5],
+) -> S3Result<(s3s::checksum::ChecksumHasher, Expected)> {
+    let hasher = checksum_plan(algorithm, given.each_ref())?;
+    Ok((hasher, Expected::new(md5, given)))
+}
+
 /// Expected checksums: from headers, then from aws-chunked trailers (which win).
 #[derive(Default, Clone)]
 struct Expected {
@@ -848,26 +877,7 @@ impl S3 for Gateway {
                 ..Default::default()
             }));
         }
-        let hasher = checksum_plan(
-            input.checksum_algorithm.as_ref(),
-            [
-                &input.checksum_crc32,
-                &input.checksum_crc32c,
-                &input.checksum_sha1,
-                &input.checksum_sha256,
-                &input.checksum_crc64nvme,
-            ],
-        )?;
-        let mut expected = Expected::new(
-            input.content_md5,
-            [
-                input.checksum_crc32,
-                input.checksum_crc32c,
-                input.checksum_sha1,
-                input.checksum_sha256,
-                input.checksum_crc64nvme,
-            ],
-        );
+        let (hasher, mut expected) = body_checks!(input)?;
         let body = input
             .body
             .ok_or_else(|| s3_error!(IncompleteBody, "PUT without a body"))?;
@@ -1392,26 +1402,7 @@ impl S3 for Gateway {
             input.key.clone(),
         );
         let (dir, _) = blocking(move || multipart::load(&store, &id, &bucket, &key)).await?;
-        let hasher = checksum_plan(
-            input.checksum_algorithm.as_ref(),
-            [
-                &input.checksum_crc32,
-                &input.checksum_crc32c,
-                &input.checksum_sha1,
-                &input.checksum_sha256,
-                &input.checksum_crc64nvme,
-            ],
-        )?;
-        let mut expected = Expected::new(
-            input.content_md5,
-            [
-                input.checksum_crc32,
-                input.checksum_crc32c,
-                input.checksum_sha1,
-                input.checksum_sha256,
-                input.checksum_crc64nvme,
-            ],
-        );
+        let (hasher, mut expected) = body_checks!(input)?;
         let body = input
             .body
             .ok_or_else(|| s3_error!(IncompleteBody, "UploadPart without a body"))?;

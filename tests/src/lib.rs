@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Path of one of the workspace's binaries.
 pub fn bin_path(name: &str) -> PathBuf {
@@ -117,43 +117,19 @@ impl Gateway {
     }
 
     fn spawn(&mut self, listen: &str) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let mut child = Command::new(bin_path("s3fs-gateway"))
-            .arg("--root")
-            .arg(&self.root)
-            .arg("--listen")
-            .arg(listen)
-            .arg("--config")
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("s3fs-gateway listening on http://") {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "gateway did not start; log:\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-            }
-        };
+        let (child, addr) = spawn_until_listening(
+            Command::new(bin_path("s3fs-gateway"))
+                .arg("--root")
+                .arg(&self.root)
+                .arg("--listen")
+                .arg(listen)
+                .arg("--config")
+                .arg(&self.config),
+            &self.log,
+            "s3fs-gateway listening on http://",
+            Duration::from_secs(30),
+            "gateway",
+        );
         self.addr = addr.parse().unwrap();
         self.child = Some(child);
     }
@@ -924,36 +900,15 @@ impl Backend {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let mut child = Command::new(bin_path("gpair-backend"))
-            .arg("--config")
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.starts_with("gpair-backend listening on ") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
-            let _ = child.kill();
-            panic!(
-                "backend did not start; log:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
+        let (child, _) = spawn_until_listening(
+            Command::new(bin_path("gpair-backend"))
+                .arg("--config")
+                .arg(&self.config),
+            &self.log,
+            "gpair-backend listening on ",
+            Duration::from_secs(60),
+            "backend",
+        );
         self.child = Some(child);
     }
 
@@ -1019,4 +974,172 @@ impl Drop for Backend {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Starts a daemon (`cmd` with its arguments) with `RUST_LOG=info`, its stderr appended to
+/// `log`, and waits up to `timeout` for the stdout line that starts with `ready`. Returns the
+/// child and the rest of that line, trimmed; kills the child and panics with the log if no such
+/// line came (`what` names the daemon in the message).
+fn spawn_until_listening(
+    cmd: &mut Command,
+    log: &Path,
+    ready: &'static str,
+    timeout: Duration,
+    what: &str,
+) -> (Child, String) {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut child = cmd
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.strip_prefix(ready) {
+                let _ = tx.send(rest.trim().to_string());
+            }
+        }
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(rest) => (child, rest),
+        Err(_) => {
+            let _ = child.kill();
+            panic!(
+                "{what} did not start; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// s3fs-fuse
+
+/// An s3fs mount that is always unmounted, even when the test fails half-way.
+pub struct S3fsMount {
+    /// The mount point.
+    pub mnt: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl S3fsMount {
+    /// What s3fs logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Unmounts (`fusermount3 -u`, else a lazy `umount`) and waits for s3fs to exit.
+    pub fn unmount(&mut self) {
+        if is_mounted(&self.mnt) {
+            let ok = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mnt)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+            }
+        }
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for S3fsMount {
+    fn drop(&mut self) {
+        self.unmount();
+    }
+}
+
+/// Whether something is mounted at `mnt` (per `/proc/self/mountinfo`).
+pub fn is_mounted(mnt: &Path) -> bool {
+    let mnt = mnt.to_string_lossy();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(&*mnt))
+}
+
+/// Mounts `bucket` of `gw` with s3fs at `scratch/mnt`, signing with `key`; `options` are extra
+/// `-o` options. The passwd file and `s3fs.log` go to `scratch` too. Waits up to 20 s for the
+/// mount; if s3fs exits or does not mount, panics with its log followed by `diagnostics()`.
+pub fn mount_s3fs(
+    gw: &Gateway,
+    key: &Key,
+    bucket: &str,
+    scratch: &Path,
+    options: &[&str],
+    diagnostics: impl Fn() -> String,
+) -> S3fsMount {
+    let mnt = scratch.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap_or_else(|e| panic!("mkdir {}: {e}", mnt.display()));
+    let passwd = scratch.join("passwd-s3fs");
+    std::fs::write(&passwd, format!("{}:{}\n", key.access_key, key.secret_key)).unwrap();
+    std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let log = scratch.join("s3fs.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let mut cmd = Command::new("s3fs");
+    cmd.arg(bucket)
+        .arg(&mnt)
+        .arg("-f")
+        .args(["-o", &format!("url={}", gw.endpoint())])
+        .args(["-o", "use_path_request_style"])
+        .args(["-o", &format!("passwd_file={}", passwd.display())]);
+    for option in options {
+        cmd.args(["-o", option]);
+    }
+    let child = match cmd
+        .args(["-o", "dbglevel=warn"])
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!("s3fs is not installed; scripts/test.sh installs it (Debian package s3fs)")
+        }
+        Err(e) => panic!("cannot start s3fs: {e}"),
+    };
+    let mut mount = S3fsMount {
+        mnt: mnt.clone(),
+        child: Some(child),
+        log,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !is_mounted(&mnt) {
+        if let Some(status) = mount.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!(
+                "s3fs exited ({status}) before mounting\n--- s3fs log ---\n{}\n{}",
+                mount.log(),
+                diagnostics()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "s3fs did not mount within 20 s\n--- s3fs log ---\n{}\n{}",
+            mount.log(),
+            diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    mount
 }

@@ -15,12 +15,14 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use gpair_tests::{bin_path, have_fuse, sdk_err, sha256_hex, Backend, Gateway, GatewayOptions};
+use gpair_tests::{
+    bin_path, have_fuse, mount_s3fs, sdk_err, sha256_hex, Backend, Gateway, GatewayOptions,
+};
 use serde_json::Value;
 
 /// How long one CLI command may take before the test fails (generous: this is not a timing
@@ -1179,114 +1181,6 @@ fn west_tree_directories_keep_east_mtime() {
 // ---------------------------------------------------------------------------------------------
 // 2. s3fs-fuse on the west bucket shows east's owners, modes and times
 
-/// An s3fs mount that is always unmounted, even when the test fails half-way.
-struct S3fsMount {
-    mnt: PathBuf,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl S3fsMount {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for S3fsMount {
-    fn drop(&mut self) {
-        if is_mounted(&self.mnt) {
-            let ok = Command::new("fusermount3")
-                .arg("-u")
-                .arg(&self.mnt)
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-            }
-        }
-        if let Some(mut child) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn is_mounted(mnt: &Path) -> bool {
-    let mnt = mnt.to_string_lossy();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(&*mnt))
-}
-
-/// Mounts `bucket` with s3fs and the gateway's read-only key.
-fn mount_s3fs(ctx: &Ctx, bucket: &str, scratch: &Path) -> S3fsMount {
-    let mnt = scratch.join("mnt");
-    mkdirs(&mnt);
-    let passwd = scratch.join("passwd-s3fs");
-    std::fs::write(
-        &passwd,
-        format!(
-            "{}:{}\n",
-            ctx.gw.reader.access_key, ctx.gw.reader.secret_key
-        ),
-    )
-    .unwrap();
-    chmod(&passwd, 0o600);
-    let log = scratch.join("s3fs.log");
-    let log_file = std::fs::File::create(&log).unwrap();
-    let child = match Command::new("s3fs")
-        .arg(bucket)
-        .arg(&mnt)
-        .arg("-f")
-        .args(["-o", &format!("url={}", ctx.gw.endpoint())])
-        .args(["-o", "use_path_request_style"])
-        .args(["-o", &format!("passwd_file={}", passwd.display())])
-        .args(["-o", "ro"])
-        .args(["-o", "dbglevel=warn"])
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file)
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            panic!("s3fs is not installed; scripts/test.sh installs it (Debian package s3fs)")
-        }
-        Err(e) => panic!("cannot start s3fs: {e}"),
-    };
-    let mut mount = S3fsMount {
-        mnt: mnt.clone(),
-        child: Some(child),
-        log,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !is_mounted(&mnt) {
-        if let Some(status) = mount.child.as_mut().unwrap().try_wait().unwrap() {
-            panic!(
-                "s3fs exited ({status}) before mounting\n--- s3fs log ---\n{}\n{}",
-                mount.log(),
-                ctx.diagnostics()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "s3fs did not mount within 20 s\n--- s3fs log ---\n{}\n{}",
-            mount.log(),
-            ctx.diagnostics()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    mount
-}
-
 #[test]
 fn s3fs_fuse_shows_east_owners_modes_and_times() {
     if !have_fuse() {
@@ -1352,7 +1246,15 @@ fn s3fs_fuse_shows_east_owners_modes_and_times() {
     ctx.wait_converged(&share, &Expect::full(), CONVERGE);
 
     let scratch = tempfile::tempdir().unwrap();
-    let mount = mount_s3fs(&ctx, "fusebkt", scratch.path());
+    // Read-only, with the gateway's read-only key.
+    let mount = mount_s3fs(
+        &ctx.gw,
+        &ctx.gw.reader,
+        "fusebkt",
+        scratch.path(),
+        &["ro"],
+        || ctx.diagnostics(),
+    );
     let mut problems = Vec::new();
     for (rel, e) in east_tree(&root) {
         let path = join(&mount.mnt.join("east"), &rel);

@@ -8,12 +8,12 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use gpair_tests::{have_fuse, test_bytes, Gateway, Key};
+use gpair_tests::{have_fuse, is_mounted, mount_s3fs, test_bytes, Gateway, Key};
 use md5::{Digest, Md5};
 
 const MIB: usize = 1024 * 1024;
@@ -727,57 +727,6 @@ fn rclone_copy_check_and_modtimes() {
 // ---------------------------------------------------------------------------------------------
 // s3fs-fuse
 
-/// An s3fs mount that is always unmounted, even when the test fails half-way.
-struct S3fsMount {
-    mnt: PathBuf,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl S3fsMount {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn unmount(&mut self) {
-        if is_mounted(&self.mnt) {
-            let ok = Command::new("fusermount3")
-                .arg("-u")
-                .arg(&self.mnt)
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-            }
-        }
-        if let Some(mut child) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for S3fsMount {
-    fn drop(&mut self) {
-        self.unmount();
-    }
-}
-
-fn is_mounted(mnt: &Path) -> bool {
-    let mnt = mnt.to_string_lossy();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(&*mnt))
-}
-
 /// `stat -c '%a %u %g %Y %s'`: permission bits, owner, group, mtime, size.
 fn stat(gw: &Gateway, path: &Path) -> String {
     run(
@@ -912,58 +861,10 @@ fn s3fs_fuse_mount() {
     }
 
     let scratch = tempfile::tempdir().unwrap();
-    let mnt = scratch.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let passwd = scratch.path().join("passwd-s3fs");
-    std::fs::write(
-        &passwd,
-        format!("{}:{}\n", gw.backend.access_key, gw.backend.secret_key),
-    )
-    .unwrap();
-    std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let log = scratch.path().join("s3fs.log");
-    let log_file = std::fs::File::create(&log).unwrap();
-    let child = match Command::new("s3fs")
-        .arg(bucket)
-        .arg(&mnt)
-        .arg("-f")
-        .args(["-o", &format!("url={}", gw.endpoint())])
-        .args(["-o", "use_path_request_style"])
-        .args(["-o", &format!("passwd_file={}", passwd.display())])
-        .args(["-o", "dbglevel=warn"])
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file)
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            panic!("s3fs is not installed; scripts/test.sh installs it (Debian package s3fs)")
-        }
-        Err(e) => panic!("cannot start s3fs: {e}"),
-    };
-    let mut mount = S3fsMount {
-        mnt: mnt.clone(),
-        child: Some(child),
-        log,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !is_mounted(&mnt) {
-        if let Some(status) = mount.child.as_mut().unwrap().try_wait().unwrap() {
-            panic!(
-                "s3fs exited ({status}) before mounting\n--- s3fs log ---\n{}\n--- gateway log (tail) ---\n{}",
-                mount.log(),
-                log_tail(&gw)
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "s3fs did not mount within 20 s\n--- s3fs log ---\n{}\n--- gateway log (tail) ---\n{}",
-            mount.log(),
-            log_tail(&gw)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut mount = mount_s3fs(&gw, &gw.backend, bucket, scratch.path(), &[], || {
+        format!("--- gateway log (tail) ---\n{}", log_tail(&gw))
+    });
+    let mnt = mount.mnt.clone();
 
     // Reads: names, modes, owners, mtimes and bytes through the mount.
     let ls = run(&gw, Command::new("ls").arg("-ln").arg(mnt.join("dir"))).stdout_str();

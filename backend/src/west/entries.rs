@@ -59,18 +59,32 @@ pub enum MoveOutcome {
     DestinationExists,
 }
 
-/// Object-level primitives of one west backend. Keys are object keys (`dir/` for markers).
+/// The primitives that mean the same in every dialect: bucket checks, deletes and listings.
+/// Both S3 dialects get them once, from their shared SDK client (`super::sdk::SdkBacked`).
 /// Every method maps "not found" the way its doc says and classifies every other failure.
 #[async_trait]
-pub trait ObjectOps: Send + Sync + 'static {
+pub trait PlainOps: Send + Sync + 'static {
+    async fn check(&self, bucket: Option<&str>) -> Result<(), CheckFailure>;
+    async fn bucket_exists(&self, bucket: &str) -> Result<bool, WestError>;
+    async fn create_bucket(&self, bucket: &str) -> Result<(), WestError>;
+    /// A missing object is not an error.
+    async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), WestError>;
+    /// Every key starting with `prefix`, in key order, with its data length.
+    async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, u64)>, WestError>;
+    /// Whether any key starts with `prefix`.
+    async fn any_key(&self, bucket: &str, prefix: &str) -> Result<bool, WestError>;
+}
+
+/// Object-level primitives of one west backend, where the dialects differ. Keys are object
+/// keys (`dir/` for markers). Every method maps "not found" the way its doc says and
+/// classifies every other failure.
+#[async_trait]
+pub trait ObjectOps: PlainOps {
     fn dialect(&self) -> Dialect;
     /// Whether [`ObjectOps::move_native`] is available (one request moves a whole prefix).
     fn native_rename(&self) -> bool {
         false
     }
-    async fn check(&self, bucket: Option<&str>) -> Result<(), CheckFailure>;
-    async fn bucket_exists(&self, bucket: &str) -> Result<bool, WestError>;
-    async fn create_bucket(&self, bucket: &str) -> Result<(), WestError>;
     /// `None` when the object does not exist.
     async fn head_object(&self, bucket: &str, key: &str) -> Result<Option<ObjInfo>, WestError>;
     /// Writes a zero-length object (a directory marker when `key` ends in `/`) with this
@@ -92,12 +106,6 @@ pub trait ObjectOps: Send + Sync + 'static {
         size: u64,
         replace: Option<(&BTreeMap<String, String>, Option<&str>)>,
     ) -> Result<(), WestError>;
-    /// A missing object is not an error.
-    async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), WestError>;
-    /// Every key starting with `prefix`, in key order, with its data length.
-    async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, u64)>, WestError>;
-    /// Whether any key starts with `prefix`.
-    async fn any_key(&self, bucket: &str, prefix: &str) -> Result<bool, WestError>;
     /// Moves one object, or a whole prefix when both keys end in `/`. `replace` (objects only)
     /// overwrites an existing destination.
     async fn move_native(

@@ -13,8 +13,10 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 
 use super::entries::{EntryStore, MoveOutcome, ObjInfo, ObjectOps};
-use super::sdk::{classify, copy_source, decode_header_value, encode_header_value, Sdk};
-use super::{CheckFailure, Dialect, GpeerConn, SetAttr, WestError};
+use super::sdk::{
+    classify, copy_metadata, copy_source, decode_header_value, encode_header_value, Sdk, SdkBacked,
+};
+use super::{Dialect, GpeerConn, SetAttr, WestError};
 
 pub const GPAIR_NAME_HEADER: &str = "x-gpair-name";
 pub const ATTR_KEY_HEADER: &str = "x-gpair-attr-key";
@@ -43,6 +45,12 @@ impl EntryStore<GatewayOps> {
         EntryStore::from_ops(GatewayOps {
             sdk: Sdk::new(conn),
         })
+    }
+}
+
+impl SdkBacked for GatewayOps {
+    fn sdk(&self) -> &Sdk {
+        &self.sdk
     }
 }
 
@@ -89,18 +97,6 @@ impl ObjectOps for GatewayOps {
         true
     }
 
-    async fn check(&self, bucket: Option<&str>) -> Result<(), CheckFailure> {
-        self.sdk.check(bucket).await
-    }
-
-    async fn bucket_exists(&self, bucket: &str) -> Result<bool, WestError> {
-        self.sdk.bucket_exists(bucket).await
-    }
-
-    async fn create_bucket(&self, bucket: &str) -> Result<(), WestError> {
-        self.sdk.create_bucket(bucket).await
-    }
-
     async fn head_object(&self, bucket: &str, key: &str) -> Result<Option<ObjInfo>, WestError> {
         Ok(self
             .sdk
@@ -138,19 +134,7 @@ impl ObjectOps for GatewayOps {
     ) -> Result<(), WestError> {
         // The gateway drops gpair-name on a COPY-directive copy: always REPLACE, with the
         // source's metadata when none is given.
-        let (meta, name) = match replace {
-            Some((m, n)) => (m.clone(), n.map(str::to_owned)),
-            None => match self.head_object(bucket, from).await? {
-                Some(info) => (info.meta, info.gpair_name),
-                None => {
-                    return Err(WestError::permanent(self.sdk.what(
-                        "COPY (source missing)",
-                        bucket,
-                        from,
-                    )))
-                }
-            },
-        };
+        let (meta, name) = copy_metadata(self, bucket, from, replace).await?;
         let headers: Vec<(&'static str, String)> = name
             .map(|v| vec![(GPAIR_NAME_HEADER, encode_header_value(&v))])
             .unwrap_or_default();
@@ -173,22 +157,6 @@ impl ObjectOps for GatewayOps {
             .await
             .map(|_| ())
             .map_err(|e| classify(e, &self.sdk.what(&format!("COPY {from} ->"), bucket, to)).error)
-    }
-
-    async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), WestError> {
-        self.sdk.delete(bucket, key).await
-    }
-
-    async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, u64)>, WestError> {
-        self.sdk.list_keys(bucket, prefix, None).await
-    }
-
-    async fn any_key(&self, bucket: &str, prefix: &str) -> Result<bool, WestError> {
-        Ok(!self
-            .sdk
-            .list_keys(bucket, prefix, Some(1))
-            .await?
-            .is_empty())
     }
 
     async fn move_native(

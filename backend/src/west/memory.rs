@@ -11,7 +11,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::entries::{entry_metadata, meta_names, EntryStore, MoveOutcome, ObjInfo, ObjectOps};
+use super::entries::{
+    entry_metadata, meta_names, EntryStore, MoveOutcome, ObjInfo, ObjectOps, PlainOps,
+};
 use super::{CheckFailure, CheckStage, Dialect, SetAttr, WestError, WestKey};
 use crate::entry::EntryMeta;
 
@@ -156,15 +158,7 @@ impl MemoryOps {
 }
 
 #[async_trait]
-impl ObjectOps for MemoryOps {
-    fn dialect(&self) -> Dialect {
-        self.dialect
-    }
-
-    fn native_rename(&self) -> bool {
-        self.dialect == Dialect::Gateway
-    }
-
+impl PlainOps for MemoryOps {
     async fn check(&self, bucket: Option<&str>) -> Result<(), CheckFailure> {
         match bucket {
             Some(b) if !self.lock().contains_key(b) => Err(CheckFailure {
@@ -182,6 +176,40 @@ impl ObjectOps for MemoryOps {
     async fn create_bucket(&self, bucket: &str) -> Result<(), WestError> {
         self.lock().entry(bucket.to_owned()).or_default();
         Ok(())
+    }
+
+    async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), WestError> {
+        let mut g = self.lock();
+        let objects = g.get_mut(bucket).ok_or_else(|| no_bucket(bucket))?;
+        objects.remove(key);
+        Ok(())
+    }
+
+    async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, u64)>, WestError> {
+        let g = self.lock();
+        let objects = g.get(bucket).ok_or_else(|| no_bucket(bucket))?;
+        Ok(objects
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, o)| (k.clone(), o.data.len() as u64))
+            .collect())
+    }
+
+    async fn any_key(&self, bucket: &str, prefix: &str) -> Result<bool, WestError> {
+        let g = self.lock();
+        let objects = g.get(bucket).ok_or_else(|| no_bucket(bucket))?;
+        Ok(has_prefix(objects, prefix))
+    }
+}
+
+#[async_trait]
+impl ObjectOps for MemoryOps {
+    fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    fn native_rename(&self) -> bool {
+        self.dialect == Dialect::Gateway
     }
 
     async fn head_object(&self, bucket: &str, key: &str) -> Result<Option<ObjInfo>, WestError> {
@@ -266,29 +294,6 @@ impl ObjectOps for MemoryOps {
             },
         };
         self.insert(bucket, to, obj)
-    }
-
-    async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), WestError> {
-        let mut g = self.lock();
-        let objects = g.get_mut(bucket).ok_or_else(|| no_bucket(bucket))?;
-        objects.remove(key);
-        Ok(())
-    }
-
-    async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, u64)>, WestError> {
-        let g = self.lock();
-        let objects = g.get(bucket).ok_or_else(|| no_bucket(bucket))?;
-        Ok(objects
-            .range(prefix.to_owned()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, o)| (k.clone(), o.data.len() as u64))
-            .collect())
-    }
-
-    async fn any_key(&self, bucket: &str, prefix: &str) -> Result<bool, WestError> {
-        let g = self.lock();
-        let objects = g.get(bucket).ok_or_else(|| no_bucket(bucket))?;
-        Ok(has_prefix(objects, prefix))
     }
 
     async fn move_native(

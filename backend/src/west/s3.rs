@@ -19,8 +19,8 @@ use aws_sdk_s3::types::{
 use base64::Engine as _;
 
 use super::entries::{meta_names, EntryStore, ObjInfo, ObjectOps};
-use super::sdk::{classify, copy_source, Sdk};
-use super::{CheckFailure, Dialect, GpeerConn, SetAttr, WestError};
+use super::sdk::{classify, copy_metadata, copy_source, Sdk, SdkBacked};
+use super::{Dialect, GpeerConn, SetAttr, WestError};
 use crate::entry::EntryKind;
 
 /// The object tag that holds gpair-name.
@@ -75,6 +75,12 @@ impl EntryStore<S3Ops> {
             multipart_copy_threshold: threshold,
             copy_part_size: part_size.max(5 * 1024 * 1024),
         })
+    }
+}
+
+impl SdkBacked for S3Ops {
+    fn sdk(&self) -> &Sdk {
+        &self.sdk
     }
 }
 
@@ -299,18 +305,6 @@ impl ObjectOps for S3Ops {
         Dialect::S3
     }
 
-    async fn check(&self, bucket: Option<&str>) -> Result<(), CheckFailure> {
-        self.sdk.check(bucket).await
-    }
-
-    async fn bucket_exists(&self, bucket: &str) -> Result<bool, WestError> {
-        self.sdk.bucket_exists(bucket).await
-    }
-
-    async fn create_bucket(&self, bucket: &str) -> Result<(), WestError> {
-        self.sdk.create_bucket(bucket).await
-    }
-
     async fn head_object(&self, bucket: &str, key: &str) -> Result<Option<ObjInfo>, WestError> {
         let Some((data_len, meta, _)) = self.sdk.head(bucket, key, None).await? else {
             return Ok(None);
@@ -365,19 +359,7 @@ impl ObjectOps for S3Ops {
         replace: Option<(&BTreeMap<String, String>, Option<&str>)>,
     ) -> Result<(), WestError> {
         if size > self.multipart_copy_threshold {
-            let (meta, name) = match replace {
-                Some((m, n)) => (m.clone(), n.map(str::to_owned)),
-                None => match self.head_object(bucket, from).await? {
-                    Some(info) => (info.meta, info.gpair_name),
-                    None => {
-                        return Err(WestError::permanent(self.sdk.what(
-                            "COPY (source missing)",
-                            bucket,
-                            from,
-                        )))
-                    }
-                },
-            };
+            let (meta, name) = copy_metadata(self, bucket, from, replace).await?;
             return self
                 .multipart_copy(bucket, from, to, size, meta, name)
                 .await;
@@ -412,22 +394,6 @@ impl ObjectOps for S3Ops {
             .await
             .map(|_| ())
             .map_err(|e| classify(e, &self.sdk.what(&format!("COPY {from} ->"), bucket, to)).error)
-    }
-
-    async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), WestError> {
-        self.sdk.delete(bucket, key).await
-    }
-
-    async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, u64)>, WestError> {
-        self.sdk.list_keys(bucket, prefix, None).await
-    }
-
-    async fn any_key(&self, bucket: &str, prefix: &str) -> Result<bool, WestError> {
-        Ok(!self
-            .sdk
-            .list_keys(bucket, prefix, Some(1))
-            .await?
-            .is_empty())
     }
 
     async fn set_attr(

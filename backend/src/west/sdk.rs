@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextRef;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
@@ -20,6 +21,7 @@ use aws_sdk_s3::Client;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
+use super::entries::{ObjectOps, PlainOps};
 use super::{CheckFailure, CheckStage, GpeerConn, WestError};
 
 /// Bound on DNS resolution and on establishing a connection.
@@ -604,5 +606,64 @@ impl Sdk {
             .await
             .map(|_| ())
             .map_err(|e| classify(e, &self.what("PUT", bucket, key)).error)
+    }
+}
+
+/// An [`ObjectOps`] over an [`Sdk`] client. Implementing it gives the dialect every
+/// [`PlainOps`] primitive (they are the same on the gateway and on any S3); what differs between
+/// the dialects stays in their own [`ObjectOps`] impls.
+pub trait SdkBacked: Send + Sync + 'static {
+    fn sdk(&self) -> &Sdk;
+}
+
+#[async_trait]
+impl<T: SdkBacked> PlainOps for T {
+    async fn check(&self, bucket: Option<&str>) -> Result<(), CheckFailure> {
+        self.sdk().check(bucket).await
+    }
+
+    async fn bucket_exists(&self, bucket: &str) -> Result<bool, WestError> {
+        self.sdk().bucket_exists(bucket).await
+    }
+
+    async fn create_bucket(&self, bucket: &str) -> Result<(), WestError> {
+        self.sdk().create_bucket(bucket).await
+    }
+
+    async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), WestError> {
+        self.sdk().delete(bucket, key).await
+    }
+
+    async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, u64)>, WestError> {
+        self.sdk().list_keys(bucket, prefix, None).await
+    }
+
+    async fn any_key(&self, bucket: &str, prefix: &str) -> Result<bool, WestError> {
+        Ok(!self
+            .sdk()
+            .list_keys(bucket, prefix, Some(1))
+            .await?
+            .is_empty())
+    }
+}
+
+/// The metadata and gpair-name a copy of `from` writes when the dialect must send them itself:
+/// `replace`'s, else the source's own (read with a HEAD; a missing source is permanent).
+pub async fn copy_metadata<O: ObjectOps + SdkBacked>(
+    ops: &O,
+    bucket: &str,
+    from: &str,
+    replace: Option<(&BTreeMap<String, String>, Option<&str>)>,
+) -> Result<(BTreeMap<String, String>, Option<String>), WestError> {
+    match replace {
+        Some((m, n)) => Ok((m.clone(), n.map(str::to_owned))),
+        None => match ops.head_object(bucket, from).await? {
+            Some(info) => Ok((info.meta, info.gpair_name)),
+            None => Err(WestError::permanent(ops.sdk().what(
+                "COPY (source missing)",
+                bucket,
+                from,
+            ))),
+        },
     }
 }
