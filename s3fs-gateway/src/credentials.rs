@@ -217,6 +217,7 @@ const READ_OPS: &[&str] = &[
     "ListMultipartUploads",
     "ListParts",
     "GetBucketLocation",
+    "GetBucketVersioning",
 ];
 
 /// Whether the request was signed with SigV2, which this gateway does not accept.

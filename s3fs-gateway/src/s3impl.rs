@@ -531,7 +531,16 @@ impl Gateway {
         usage.apply(bucket, || {
             store.check_writable(&bucket_dir, key)?;
             let removed = Contribution::of_path(&dest);
-            std::fs::rename(&staged.path, &dest)?;
+            let mut tries = 0;
+            // A concurrent delete may prune the (empty) parent between create_dirs and the
+            // rename: recreate it and try again.
+            while let Err(e) = std::fs::rename(&staged.path, &dest) {
+                tries += 1;
+                if e.kind() != std::io::ErrorKind::NotFound || tries > 3 {
+                    return Err(e.into());
+                }
+                store.create_dirs(&parent)?;
+            }
             staged.keep();
             Ok((removed, added, ()))
         })?;
@@ -796,6 +805,16 @@ impl S3 for Gateway {
         Ok(S3Response::new(GetBucketLocationOutput {
             location_constraint: constraint,
         }))
+    }
+
+    #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket))]
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        self.store.require_bucket(&req.input.bucket)?;
+        // Buckets are never versioned: no status, as S3 answers for a bucket that never was.
+        Ok(S3Response::new(GetBucketVersioningOutput::default()))
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket))]
@@ -1629,7 +1648,11 @@ pub fn delete_one(store: &Store, usage: &Usage, bucket: &str, key: &ObjectKey) -
         })?;
         if let Some(parent) = found.path.parent() {
             store.restore_dir_mtime(parent);
-            store.sync_dir(parent)?;
+            match store.sync_dir(parent) {
+                // A concurrent delete of the directory's last key pruned it: nothing to sync.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                other => other?,
+            }
             store.prune_empty_dirs(&bucket_dir, parent);
         }
     }
