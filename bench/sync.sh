@@ -7,7 +7,7 @@
 #
 # usage: bench/sync.sh [--entries N] [--rounds N] [--files-per-dir N] [--touch-pct P]
 #                      [--rclone-entries N] [--rclone-transfers N] [--tree-dir DIR]
-#                      [--out FILE.jsonl] [--no-strace] [--perf] [--keep]
+#                      [--fsync-counter perf|strace|none] [--out FILE.jsonl] [--perf] [--keep]
 #
 #   --entries N           entries in the tree, directories included (default 200000)
 #   --files-per-dir N     files per directory (default 99: 2,000 dirs x 99 files = 200,000)
@@ -20,12 +20,15 @@
 #                         sync.workers)
 #   --tree-dir DIR        where the east trees are generated (default /dev/shm if it is a
 #                         writable tmpfs, else TMPDIR; see docs/benchmarks.md)
+#   --fsync-counter C     how fsync/fdatasync/syncfs calls are counted per phase: perf (kernel
+#                         syscall tracepoints, no ptrace; the default when available), strace
+#                         (`strace -f -c -w -p PID`: slows the traced processes down a lot,
+#                         use only where perf cannot), none
 #   --out FILE            JSON lines of every measurement (default
 #                         bench/results/sync-DATE.jsonl; the table goes to the same name .txt)
-#   --no-strace           do not count fsyncs (the fsync columns show "-")
-#   --perf                also `perf record` the daemon and the gateway during both phases
-#                         (reports next to the results, FILE-perf-*.txt); adds some overhead
-#   --keep                keep the work directory (logs, strace output) for inspection
+#   --perf                also profile the daemon and the gateway during both phases with
+#                         `perf record -g` (reports next to the results, FILE-perf-*.txt)
+#   --keep                keep the work directory and trees (logs, counters) for inspection
 #
 # Environment: TMPDIR (gateway roots and catalogs; must support user xattrs),
 # BENCH_RUST_LOG (RUST_LOG for the daemon and the gateway, default "warn"), CARGO_TARGET_DIR.
@@ -39,7 +42,7 @@ RCLONE_ENTRIES=""
 RCLONE_TRANSFERS=16
 TREE_DIR=""
 OUT=""
-STRACE=1
+COUNTER=""
 PERF=0
 KEEP=0
 ARGS=("$@")
@@ -52,17 +55,18 @@ while [ $# -gt 0 ]; do
         --rclone-entries) RCLONE_ENTRIES="$2"; shift 2 ;;
         --rclone-transfers) RCLONE_TRANSFERS="$2"; shift 2 ;;
         --tree-dir) TREE_DIR="$2"; shift 2 ;;
+        --fsync-counter) COUNTER="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
-        --no-strace) STRACE=0; shift ;;
         --perf) PERF=1; shift ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 if [ -z "$RCLONE_ENTRIES" ]; then
     RCLONE_ENTRIES=$((ENTRIES < 20000 ? ENTRIES : 20000))
 fi
+case "$COUNTER" in ""|perf|strace|none) ;; *) echo "--fsync-counter: perf, strace or none" >&2; exit 2 ;; esac
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
@@ -72,25 +76,37 @@ GW=$TARGET/release/s3fs-gateway
 DAEMON=$TARGET/release/gpair-backend
 GPAIR=$TARGET/release/gpair
 TCK=$(getconf CLK_TCK)
+SYNC_EVENTS=syscalls:sys_enter_fsync,syscalls:sys_exit_fsync,syscalls:sys_enter_fdatasync,syscalls:sys_exit_fdatasync,syscalls:sys_enter_syncfs,syscalls:sys_exit_syncfs
 
 need() {
     command -v "$1" >/dev/null 2>&1 && return 0
     echo "== $1 is missing; installing it with apt-get" >&2
     apt-get install -y "$2" >/dev/null || { echo "cannot install $2; install it and retry" >&2; exit 1; }
 }
+perf_tracepoints_work() {
+    command -v perf >/dev/null 2>&1 &&
+        perf record -q -e "$SYNC_EVENTS" -o /dev/null -- true >/dev/null 2>&1
+}
 need python3 python3
 [ "$RCLONE_ENTRIES" -gt 0 ] && need rclone rclone
-if [ "$STRACE" = 1 ]; then
-    need strace strace
-    # Tracees are started under strace (see start_traced): --seccomp-bpf, which keeps every
-    # other syscall at full speed, is not available when attaching with -p.
-    if ! strace -f --seccomp-bpf -qq -e trace=fsync -e signal=none -o /dev/null true 2>/dev/null; then
-        echo "== strace cannot trace here (ptrace not permitted?): skipping the fsync columns" >&2
-        STRACE=0
-    fi
-fi
-if [ "$PERF" = 1 ]; then
-    need perf linux-perf
+[ "$PERF" = 1 ] && need perf linux-perf
+case "$COUNTER" in
+    "")
+        if perf_tracepoints_work; then
+            COUNTER=perf
+        else
+            need strace strace
+            echo "== perf cannot record syscall tracepoints here: counting fsyncs with strace -p" \
+                "(which slows the traced processes down: the timings of this run are not comparable)" >&2
+            COUNTER=strace
+        fi ;;
+    perf)
+        perf_tracepoints_work || { echo "perf cannot record the syscalls:sys_enter_fsync tracepoints here" >&2; exit 1; } ;;
+    strace) need strace strace ;;
+esac
+if [ "$COUNTER" = strace ] && ! strace -qq -e trace=fsync -o /dev/null true 2>/dev/null; then
+    echo "== strace cannot trace here (ptrace not permitted?): the fsync columns are skipped" >&2
+    COUNTER=none
 fi
 
 if [ -z "$TREE_DIR" ]; then
@@ -104,6 +120,10 @@ fi
 echo "== building (release)" >&2
 cargo build --release -p s3fs-gateway -p gpair-backend -p gpair-cli
 
+# What was measured: the commit, and whether the working tree differed from it.
+SOURCE="git $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+DIRTY=$(git status --porcelain --untracked-files=no -- s3fs-gateway backend gpair-cli proto Cargo.toml Cargo.lock 2>/dev/null | awk '{print $2}' | tr '\n' ' ')
+[ -n "$DIRTY" ] && SOURCE="$SOURCE + uncommitted changes in: $DIRTY"
 STAMP=$(date +%Y%m%d-%H%M%S)
 if [ -z "$OUT" ]; then
     mkdir -p "$REPO/bench/results"
@@ -116,15 +136,13 @@ TREES=$(mktemp -d "$TREE_DIR/sync-bench-tree.XXXXXX")
 AK=AKGPAIRBENCH0000001
 SK=bench-secret-key-not-a-secret-00000000001
 BUCKET=bench
-GW_PID=""      # the gateway itself
-GW_WRAP=""     # strace (or the gateway when not traced): what we `wait` for
+GW_PID=""
 D_PID=""
-D_WRAP=""
-PERF_PIDS=()
+BG_PIDS=()     # counters and profilers of the current phase
 
-# stop PID WRAP: SIGTERM to the process, then wait for it (and its strace) to end.
+# stop PID: SIGTERM, then wait for it to end (SIGKILL after 35 s).
 stop() {
-    local pid=$1 wrap=$2
+    local pid=$1
     [ -n "$pid" ] || return 0
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 350); do
@@ -132,20 +150,23 @@ stop() {
         sleep 0.1
     done
     kill -KILL "$pid" 2>/dev/null || true
-    wait "$wrap" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
 }
-stop_perf() {
+# stop_bg: SIGINT to the counters and profilers (they write their results), wait for them.
+stop_bg() {
     local p
-    for p in "${PERF_PIDS[@]}"; do
+    for p in "${BG_PIDS[@]}"; do
         kill -INT "$p" 2>/dev/null || true
+    done
+    for p in "${BG_PIDS[@]}"; do
         wait "$p" 2>/dev/null || true
     done
-    PERF_PIDS=()
+    BG_PIDS=()
 }
 cleanup() {
-    stop_perf
-    stop "$D_PID" "$D_WRAP"; D_PID=""
-    stop "$GW_PID" "$GW_WRAP"; GW_PID=""
+    stop_bg
+    stop "$D_PID"; D_PID=""
+    stop "$GW_PID"; GW_PID=""
     if [ "$KEEP" = 1 ]; then
         echo "== kept $WORK and $TREES" >&2
     else
@@ -327,18 +348,21 @@ def report(path):
 
     out = []
     out.append("| phase | entries | secs | entries/s | daemon fsyncs /1000 | gateway fsyncs /1000 "
+               "| daemon s in fsync | gateway s in fsync "
                "| daemon CPU s | gateway CPU s | client CPU s | total CPU µs/entry |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for what, label in ROWS:
         ls = by.get(what)
         if not ls:
             continue
         col = lambda f: [f(l) for l in ls]
-        out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             label, cell(col(lambda l: l["entries"]), False), cell(col(lambda l: l["secs"])),
             cell(col(lambda l: l["entries_per_s"])),
             cell(col(lambda l: per_k(l, "daemon_fsyncs"))),
             cell(col(lambda l: per_k(l, "gateway_fsyncs"))),
+            cell(col(lambda l: l.get("daemon_fsync_s"))),
+            cell(col(lambda l: l.get("gateway_fsync_s"))),
             cell(col(lambda l: l.get("daemon_cpu_s"))), cell(col(lambda l: l.get("gateway_cpu_s"))),
             cell(col(lambda l: l.get("client_cpu_s"))), cell(col(cpu_us))))
     out.append("")
@@ -384,7 +408,7 @@ def report(path):
         out.append("%s group commits: daemon fsyncs per 1000 entries <= 100 (one per entry would be 1000): %s" % (
             "PASS" if ok else "MISS", ", ".join("%s %s" % (w, fmt(v)) for w, v in fs)))
     else:
-        out.append("SKIP group commits: fsyncs were not counted (strace unavailable or --no-strace)")
+        out.append("SKIP group commits: fsyncs were not counted (--fsync-counter none)")
     out.append("```")
     print("\n".join(out))
 
@@ -412,28 +436,12 @@ helper() { python3 "$WORK/helper.py" "$@"; }
 
 # ---------------------------------------------------------------- processes
 
-# start_traced NAME LOGDIR CMD...: starts CMD (under strace when counting fsyncs) with stdout
-# and stderr in LOGDIR/NAME.{stdout,stderr}; sets WRAP (what to wait for) and PID (the
-# process itself).
-start_traced() {
+# start NAME DIR CMD...: starts CMD with stdout and stderr in DIR/NAME.{stdout,stderr}; sets PID.
+start() {
     local name=$1 dir=$2
     shift 2
-    if [ "$STRACE" = 1 ]; then
-        RUST_LOG=$LOG_LEVEL strace -f --seccomp-bpf -qq -e trace=fsync,fdatasync,syncfs -e signal=none \
-            -o "$dir/$name.strace" "$@" >"$dir/$name.stdout" 2>"$dir/$name.stderr" &
-        WRAP=$!
-        PID=""
-        for _ in $(seq 1 100); do
-            PID=$(pgrep -P "$WRAP" | head -n1 || true)
-            [ -n "$PID" ] && break
-            sleep 0.05
-        done
-        [ -n "$PID" ] || { echo "cannot find the process of $name under strace" >&2; exit 1; }
-    else
-        RUST_LOG=$LOG_LEVEL "$@" >"$dir/$name.stdout" 2>"$dir/$name.stderr" &
-        WRAP=$!
-        PID=$WRAP
-    fi
+    RUST_LOG=$LOG_LEVEL "$@" >"$dir/$name.stdout" 2>"$dir/$name.stderr" &
+    PID=$!
 }
 
 # wait_line PID FILE PATTERN WHAT: waits for a line in FILE (sed pattern), prints its match.
@@ -450,75 +458,128 @@ wait_line() {
     exit 1
 }
 
-cpu_s() { # utime + stime of PID (all threads, living and exited), seconds
+cpu_s() { # utime + stime of PID (all threads, living and exited), seconds; "null" without PID
+    if [ -z "$1" ]; then echo null; return; fi
     awk -v t="$TCK" '{ sub(/^.*\) /, ""); split($0, f, " "); printf "%.2f\n", (f[12] + f[13]) / t }' "/proc/$1/stat"
 }
-fsyncs() { # fsync/fdatasync/syncfs calls in a strace log so far
-    if [ "$STRACE" = 1 ]; then
-        grep -cE '(^|[^a-z_])(fsync|fdatasync|syncfs)\(' "$1" || true
-    else
-        echo null
+
+# ---------------------------------------------------------------- per-phase measurements
+
+# counter_start NAME PID: counts PID's fsync/fdatasync/syncfs calls (all threads, also those
+# started later) until phase_end.
+counter_start() {
+    local name=$1 pid=$2
+    [ -n "$pid" ] || return 0
+    case "$COUNTER" in
+        perf)
+            perf record -q -e "$SYNC_EVENTS" -p "$pid" -o "$PD/$name.sync.data" \
+                >/dev/null 2>"$PD/$name.sync.log" &
+            BG_PIDS+=($!) ;;
+        strace)
+            strace -f -c -w -e trace=fsync,fdatasync,syncfs -p "$pid" -o "$PD/$name.strace" \
+                2>"$PD/$name.strace.log" &
+            BG_PIDS+=($!) ;;
+    esac
+}
+# counter_result NAME: "CALLS SECONDS" (seconds inside the calls, summed over threads, so it
+# can exceed the wall time), or "null null".
+counter_result() {
+    local name=$1
+    case "$COUNTER" in
+        perf)
+            if [ -s "$PD/$name.sync.data" ]; then
+                perf script -i "$PD/$name.sync.data" -F tid,time,event 2>/dev/null | awk '
+                    { tid = $1; t = $2 + 0 }
+                    /sys_enter_/ { n++; start[tid] = t }
+                    /sys_exit_/ && (tid in start) { s += t - start[tid]; delete start[tid] }
+                    END { printf "%d %.3f\n", n, s }'
+            else
+                echo "null null"
+            fi ;;
+        strace)
+            if [ -s "$PD/$name.strace" ]; then
+                awk '$NF ~ /^(fsync|fdatasync|syncfs)$/ { s += $2; n += $4 } END { printf "%d %.3f\n", n, s }' \
+                    "$PD/$name.strace"
+            else
+                echo "null null"
+            fi ;;
+        *) echo "null null" ;;
+    esac
+}
+# profile_start NAME PID: perf record -g of PID until phase_end (--perf only).
+profile_start() {
+    [ "$PERF" = 1 ] && [ -n "$2" ] || return 0
+    perf record -q -F 499 -g -p "$2" -o "$PD/$1.prof.data" >/dev/null 2>"$PD/$1.prof.log" &
+    BG_PIDS+=($!)
+}
+
+# phase_begin WHAT: starts the counters (and profilers) on the daemon and the gateway.
+phase_begin() {
+    PHASE=$1
+    PD=$RD/$PHASE
+    mkdir -p "$PD"
+    sync                       # earlier writeback must not land in this phase
+    counter_start daemon "$D_PID"
+    counter_start gateway "$GW_PID"
+    if [ "$PHASE" = initial ] || [ "$PHASE" = incremental ]; then
+        profile_start daemon "$D_PID"
+        profile_start gateway "$GW_PID"
     fi
+    [ "${#BG_PIDS[@]}" -gt 0 ] && sleep 1   # let them attach
+    CPU0="$(cpu_s "$D_PID") $(cpu_s "$GW_PID")"
 }
-diff_or_null() { if [ "$1" = null ] || [ "$2" = null ]; then echo null; else echo $(($2 - $1)); fi; }
-
-# snap: "daemon_cpu gateway_cpu daemon_fsyncs gateway_fsyncs" now
-snap() {
-    local dc=null
-    [ -n "$D_PID" ] && dc=$(cpu_s "$D_PID")
-    local df=null
-    [ -n "$D_PID" ] && df=$(fsyncs "$RD/daemon.strace")
-    echo "$dc $(cpu_s "$GW_PID") $df $(fsyncs "$RD/gateway.strace")"
-}
-
-# record WHAT ROUND RESULT_JSON SNAP_BEFORE SNAP_AFTER: appends one JSON line to $OUT.
-record() {
-    local what=$1 round=$2 result=$3
-    read -r dc0 gc0 df0 gf0 <<<"$4"
-    read -r dc1 gc1 df1 gf1 <<<"$5"
-    python3 - "$what" "$round" "$result" "$dc0" "$dc1" "$gc0" "$gc1" \
-        "$(diff_or_null "$df0" "$df1")" "$(diff_or_null "$gf0" "$gf1")" "$(cut -d' ' -f1-3 /proc/loadavg)" \
-        "$TREE_FS" >>"$OUT" <<'PY'
+# phase_end RESULT_JSON: stops the counters, appends the phase's JSON line to $OUT.
+phase_end() {
+    local result=$1
+    local cpu1
+    cpu1="$(cpu_s "$D_PID") $(cpu_s "$GW_PID")"
+    stop_bg
+    local dsync gsync
+    dsync=$(counter_result daemon)
+    gsync=$(counter_result gateway)
+    if [ "$PERF" = 1 ]; then
+        local n
+        for n in daemon gateway; do
+            [ -s "$PD/$n.prof.data" ] || continue
+            perf report -i "$PD/$n.prof.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
+                | grep -v '^$' | head -n 600 >"${OUT%.jsonl}-perf-r$ROUND-$PHASE-$n.txt" || true
+            echo "   perf report: ${OUT%.jsonl}-perf-r$ROUND-$PHASE-$n.txt" >&2
+        done
+    fi
+    python3 - "$PHASE" "$ROUND" "$result" "$CPU0" "$cpu1" "$dsync" "$gsync" \
+        "$(cut -d' ' -f1-3 /proc/loadavg)" "$TREE_FS" "$COUNTER" >>"$OUT" <<'PY'
 import json, sys
-what, rnd, result, dc0, dc1, gc0, gc1, df, gf, load, treefs = sys.argv[1:]
+what, rnd, result, c0, c1, dsync, gsync, load, treefs, counter = sys.argv[1:]
 r = json.loads(result)
 r.pop("status", None)
-cpu = lambda a, b: None if "null" in (a, b) else round(float(b) - float(a), 2)
+def delta(i):
+    a, b = c0.split()[i], c1.split()[i]
+    return None if "null" in (a, b) else round(float(b) - float(a), 2)
+num = lambda v, f: None if v == "null" else f(v)
+dn, ds = dsync.split()
+gn, gs = gsync.split()
 line = {"bench": "sync", "round": int(rnd), "what": what}
 line.update(r)
-line.update({"daemon_cpu_s": cpu(dc0, dc1), "gateway_cpu_s": cpu(gc0, gc1),
-             "daemon_fsyncs": json.loads(df), "gateway_fsyncs": json.loads(gf),
-             "loadavg": load, "tree_fs": treefs})
+line.update({"daemon_cpu_s": delta(0), "gateway_cpu_s": delta(1),
+             "daemon_fsyncs": num(dn, int), "daemon_fsync_s": num(ds, float),
+             "gateway_fsyncs": num(gn, int), "gateway_fsync_s": num(gs, float),
+             "fsync_counter": counter, "loadavg": load, "tree_fs": treefs})
 print(json.dumps(line))
 PY
 }
-
-# perf_start NAME PID: samples PID (all threads) until perf_stop; report in $PERF_DIR.
-perf_start() {
-    [ "$PERF" = 1 ] || return 0
-    perf record -F 499 -g -p "$2" -o "$RD/$1.perf.data" >/dev/null 2>"$RD/$1.perf.log" &
-    PERF_PIDS+=($!)
-}
-perf_stop_report() {
-    [ "$PERF" = 1 ] || return 0
-    stop_perf
-    local n
-    for n in "$@"; do
-        perf report -i "$RD/$n.perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
-            | grep -v '^$' | head -n 400 >"${OUT%.jsonl}-perf-$n.txt" || true
-        echo "== perf report: ${OUT%.jsonl}-perf-$n.txt" >&2
-    done
+show() { # show FORMAT: one line about the phase just recorded (last line of $OUT)
+    python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).read().splitlines()[-1]); print(sys.argv[2] % {k: float("nan") if v is None else v for k, v in r.items()})' "$OUT" "$1" >&2
 }
 
-TREE_FS=$(stat -f -c %T "$TREES")
-echo "== $ROUNDS rounds, $ENTRIES entries ($FILES_PER_DIR files per dir), touch $TOUCH_PCT %, rclone on $RCLONE_ENTRIES entries; trees in $TREES ($TREE_FS), roots in $WORK; results in $OUT" >&2
+TREE_FS=$(df --output=fstype "$TREES" | tail -n1)
+echo "== $ROUNDS rounds, $ENTRIES entries ($FILES_PER_DIR files per dir), touch $TOUCH_PCT %, rclone on $RCLONE_ENTRIES entries, fsyncs counted with $COUNTER; trees in $TREES ($TREE_FS), roots in $WORK; results in $OUT" >&2
 
-for round in $(seq 1 "$ROUNDS"); do
-    RD=$WORK/round-$round
-    TREE=$TREES/round-$round
-    mkdir -p "$RD/root/$BUCKET" "$RD/catalog-parent"
+for ROUND in $(seq 1 "$ROUNDS"); do
+    RD=$WORK/round-$ROUND
+    TREE=$TREES/round-$ROUND
+    mkdir -p "$RD/root/$BUCKET"
 
-    echo "== round $round: generating the tree, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+    echo "== round $ROUND: generating the tree, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
     GEN=$(helper gen "$TREE" "$ENTRIES" "$FILES_PER_DIR")
     N=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["entries"])' "$GEN")
     WIDTH=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["width"])' "$GEN")
@@ -528,62 +589,51 @@ for round in $(seq 1 "$ROUNDS"); do
         "$AK" "$SK" >"$RD/credentials.toml")
     chmod 600 "$RD/credentials.toml"
     printf 'credentials = "%s"\nfsync = true\n' "$RD/credentials.toml" >"$RD/gateway.toml"
-    start_traced gateway "$RD" "$GW" --root "$RD/root" --listen 127.0.0.1:0 --config "$RD/gateway.toml"
-    GW_PID=$PID GW_WRAP=$WRAP
+    start gateway "$RD" "$GW" --root "$RD/root" --listen 127.0.0.1:0 --config "$RD/gateway.toml"
+    GW_PID=$PID
     ADDR=$(wait_line "$GW_PID" "$RD/gateway.stdout" 's#^s3fs-gateway listening on http://##p' s3fs-gateway)
     ENDPOINT=http://$ADDR
 
     # Daemon: fresh catalog, no periodic reconciliation.
     SOCK=$RD/backend.sock
-    cat >"$RD/backend.toml" <<EOF
+    cat >"$RD/backend.toml" <<TOML
 cluster_id = "LC_111"
 catalog = "$RD/catalog"
 socket = "$SOCK"
 
 [sync]
 reconcile_interval_secs = 0
-EOF
-    start_traced daemon "$RD" "$DAEMON" --config "$RD/backend.toml"
-    D_PID=$PID D_WRAP=$WRAP
+TOML
+    start daemon "$RD" "$DAEMON" --config "$RD/backend.toml"
+    D_PID=$PID
     wait_line "$D_PID" "$RD/daemon.stdout" 's#^gpair-backend listening on ##p' gpair-backend >/dev/null
     GPAIR_SECRET_KEY=$SK "$GPAIR" --backend "$SOCK" gpeer add west --endpoint "$ENDPOINT" \
         --cluster-id LC_222 --access-key "$AK" >/dev/null
-    echo "== round $round: gateway $ENDPOINT (pid $GW_PID), daemon pid $D_PID, tree $N entries" >&2
+    echo "== round $ROUND: gateway $ENDPOINT (pid $GW_PID), daemon pid $D_PID, tree $N entries" >&2
 
     # Peer: the walk alone.
-    sync
-    S0=$(snap)
+    phase_begin find
     R=$(helper timed find "$TREE" -printf '%p %s %m %U %G %T@\n')
-    S1=$(snap)
     R=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); n=int(sys.argv[2]); r.update(entries=n, entries_per_s=n/r["secs"]); print(json.dumps(r))' "$R" "$N")
-    record find "$round" "$R" "$S0" "$S1"
+    phase_end "$R"
+    show '   find:        %(entries)d entries in %(secs).2f s = %(entries_per_s).0f entries/s'
 
     # Phase 1: initial sync, from `bind` until initial_sync_done and nothing pending.
-    sync
-    S0=$(snap)
-    perf_start daemon-initial "$D_PID"
-    perf_start gateway-initial "$GW_PID"
+    phase_begin initial
     R=$(helper phase1 "$GPAIR" "$SOCK" sync1 "$D_PID" "$N" \
         bind sync1 --gpeer west --local "$TREE" --remote "$BUCKET/sync")
-    S1=$(snap)
-    perf_stop_report daemon-initial gateway-initial
-    record initial "$round" "$R" "$S0" "$S1"
-    echo "   initial:     $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%d entries in %.2f s = %.0f entries/s (scan done after %.2f s; catalog entries %s)" % (r["entries"], r["secs"], r["entries_per_s"], r["scan_secs"] or -1, r["status"]["entries"]))' "$R")" >&2
+    phase_end "$R"
+    show '   initial:     %(entries)d entries in %(secs).2f s = %(entries_per_s).0f entries/s (scan done after %(scan_secs).2f s); daemon %(daemon_fsyncs)s fsyncs, %(daemon_cpu_s)s CPU-s; gateway %(gateway_fsyncs)s fsyncs (%(gateway_fsync_s)s s inside), %(gateway_cpu_s)s CPU-s'
     WEST=$(find "$RD/root/$BUCKET/sync" -mindepth 1 | wc -l)
     [ "$WEST" = "$N" ] || echo "   WARNING: west holds $WEST entries under sync/, expected $N" >&2
 
     # Phase 2: touch TOUCH_PCT % of the files; until all of them are applied.
     sleep 1
-    sync
-    S0=$(snap)
-    perf_start daemon-incremental "$D_PID"
-    perf_start gateway-incremental "$GW_PID"
+    phase_begin incremental
     R=$(helper phase2 "$GPAIR" "$SOCK" sync1 "$D_PID" "$TREE" "$TOUCH_PCT")
-    S1=$(snap)
-    perf_stop_report daemon-incremental gateway-incremental
-    record incremental "$round" "$R" "$S0" "$S1"
-    echo "   incremental: $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%d entries in %.2f s = %.0f entries/s (touching took %.2f s, lag after the last touch %.2f s)" % (r["entries"], r["secs"], r["entries_per_s"], r["touch_secs"], r["lag_after_last_touch_secs"]))' "$R")" >&2
-    stop "$D_PID" "$D_WRAP"; D_PID=""
+    phase_end "$R"
+    show '   incremental: %(entries)d entries in %(secs).2f s = %(entries_per_s).0f entries/s (touching took %(touch_secs).2f s, lag after the last touch %(lag_after_last_touch_secs).2f s); daemon %(daemon_fsyncs)s fsyncs, %(daemon_cpu_s)s CPU-s; gateway %(gateway_fsyncs)s fsyncs (%(gateway_fsync_s)s s inside), %(gateway_cpu_s)s CPU-s'
+    stop "$D_PID"; D_PID=""
 
     # Peer: rclone copy of (a subset of) the same tree into another prefix of the same gateway.
     if [ "$RCLONE_ENTRIES" -gt 0 ]; then
@@ -598,8 +648,7 @@ PY
         # Entries of the subset: its directories and their files (rclone uploads the files;
         # the directories appear on west as their parents).
         RFILES=$(find "$TREE" -mindepth 2 -type f | awk -F/ -v n="$NDIRS" '{ if (substr($(NF-1), 2) + 0 < n) c++ } END { print c + 0 }')
-        sync
-        S0=$(snap)
+        phase_begin rclone
         R=$(helper timed env -u AWS_CA_BUNDLE \
             RCLONE_CONFIG="$RD/no-rclone.conf" \
             RCLONE_CONFIG_WEST_TYPE=s3 RCLONE_CONFIG_WEST_PROVIDER=Other RCLONE_CONFIG_WEST_ENV_AUTH=false \
@@ -609,26 +658,26 @@ PY
             rclone copy "$TREE" "west:$BUCKET/rclone" --filter-from "$RD/rclone.filter" \
             --transfers "$RCLONE_TRANSFERS" --checkers "$RCLONE_TRANSFERS" \
             --retries 1 --low-level-retries 1 --s3-no-check-bucket)
-        S1=$(snap)
         R=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); n=int(sys.argv[2]); r.update(entries=n, files=int(sys.argv[3]), entries_per_s=n/r["secs"]); print(json.dumps(r))' "$R" "$((NDIRS + RFILES))" "$RFILES")
-        record rclone "$round" "$R" "$S0" "$S1"
+        phase_end "$R"
+        show '   rclone:      %(entries)d entries (%(files)d files) in %(secs).2f s = %(entries_per_s).0f entries/s; gateway %(gateway_fsyncs)s fsyncs (%(gateway_fsync_s)s s inside), %(gateway_cpu_s)s CPU-s'
         WEST=$(find "$RD/root/$BUCKET/rclone" -type f | wc -l)
         [ "$WEST" = "$RFILES" ] || echo "   WARNING: west holds $WEST objects under rclone/, expected $RFILES" >&2
-        echo "   rclone:      $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%d entries (%d files) in %.2f s = %.0f entries/s" % (r["entries"], r["files"], r["secs"], r["entries_per_s"]))' "$R")" >&2
     fi
-    stop "$GW_PID" "$GW_WRAP"; GW_PID=""
-    if [ "$KEEP" = 1 ]; then
-        : # leave the round's root, catalog, logs and tree in place
-    else
-        rm -rf "$RD" "$TREE"
-    fi
+    stop "$GW_PID"; GW_PID=""
+    # The tree (tmpfs by default) goes now; the gateway root stays until the end: deleting
+    # 200,000 inodes on the file system the next round's gateway allocates from would make
+    # that round pay for it (ext4 without a journal skips recently deleted inodes, see
+    # docs/benchmarks.md).
+    [ "$KEEP" = 1 ] || rm -rf "$TREE"
 done
 
 {
     echo "command: bench/sync.sh${ARGS[*]:+ ${ARGS[*]}}"
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "machine: $(nproc) cores, $(uname -sr), $(awk '/MemTotal/ {printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo), load average now $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "tree: $ENTRIES entries, $FILES_PER_DIR files per directory, on $TREE_FS; gateway roots and catalogs on $(stat -f -c %T "${TMPDIR:-/tmp}"); touch $TOUCH_PCT %; rclone on $RCLONE_ENTRIES entries, --transfers/--checkers $RCLONE_TRANSFERS"
+    echo "tree: $ENTRIES entries, $FILES_PER_DIR files per directory, on $TREE_FS; gateway roots and catalogs on $(df --output=fstype "$WORK" | tail -n1); touch $TOUCH_PCT %; rclone on $RCLONE_ENTRIES entries, --transfers/--checkers $RCLONE_TRANSFERS; fsyncs counted with $COUNTER"
+    echo "source: $SOURCE"
     echo "results: $OUT"
     echo
     helper report "$OUT"
