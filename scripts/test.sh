@@ -9,7 +9,10 @@
 #   3. cargo nextest run over the whole workspace (the end-to-end tests in tests/ start the
 #      binaries just built, found through GPAIR_BIN_DIR)
 #
-# Debug builds only: nothing here builds in release mode. Run from anywhere; `.ci/run` calls this.
+# Debug builds only: nothing here builds in release mode. Everything is built with the backend's
+# `failpoints` feature (crash-test hooks, inert unless FAILPOINTS is set), so clippy, the build and
+# the tests share one set of artifacts and the crash matrix runs. Run from anywhere; `.ci/run`
+# calls this.
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "$0")")/.."
@@ -131,17 +134,19 @@ fi
 section "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
-section "cargo clippy --workspace --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets -- -D warnings
+FEATURES=(--features gpair-backend/failpoints)
 
-section "cargo build --workspace --bins"
-cargo build --workspace --bins
+section "cargo clippy --workspace --all-targets ${FEATURES[*]} -- -D warnings"
+cargo clippy --workspace --all-targets "${FEATURES[@]}" -- -D warnings
+
+section "cargo build --workspace --bins ${FEATURES[*]}"
+cargo build --workspace --bins "${FEATURES[@]}"
 
 section "cargo nextest run --workspace --no-fail-fast"
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
 export GPAIR_BIN_DIR="$TARGET_DIR/debug"
 echo "GPAIR_BIN_DIR=$GPAIR_BIN_DIR"
-cargo nextest run --workspace --no-fail-fast
+cargo nextest run --workspace --no-fail-fast "${FEATURES[@]}"
 
 printf -- '----- %s: ok (%ds)\n' "$STEP_NAME" $((SECONDS - STEP_START))
 printf '\n===== all steps passed in %ds =====\n' $((SECONDS - START_ALL))

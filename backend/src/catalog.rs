@@ -25,7 +25,10 @@ pub const CF_JOBS: &str = "jobs";
 pub const CF_QUOTA: &str = "quota";
 pub const CF_SESSIONS: &str = "sessions";
 pub const CF_META: &str = "meta";
+/// Per-file tier marks (dirty, conflict) of files not in flight.
+pub const CF_TIERS: &str = "tiers";
 const ALL_CFS: &[&str] = &[
+    CF_TIERS,
     CF_REGISTRY,
     CF_ENTRIES,
     CF_INTENTS,

@@ -21,6 +21,8 @@ pub struct RawConfig {
     pub shutdown_grace_secs: Option<u64>,
     #[serde(default)]
     pub sync: RawSync,
+    #[serde(default)]
+    pub tier: RawTier,
     /// Optional TCP listener; TLS and a bearer token are mandatory on it.
     pub tcp: Option<RawTcp>,
 }
@@ -59,6 +61,90 @@ pub struct RawSync {
     pub batch: Option<bool>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTier {
+    /// Extended attribute holding the stub record on east files (default "user.gpair";
+    /// "trusted.gpair" hides it from unprivileged users).
+    pub stub_xattr: Option<String>,
+    /// Files transferred at once, over every job (default 8).
+    pub transfers: Option<usize>,
+    /// Files at least this large are uploaded in parts, MiB (default 16).
+    pub multipart_threshold_mib: Option<u64>,
+    /// Size of one upload part and of one recall range, MiB (default 16; 5..=512).
+    pub part_size_mib: Option<u64>,
+    /// Parts or ranges of one file in flight at once (default 4).
+    pub streams_per_file: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TierConfig {
+    pub stub_xattr: String,
+    pub transfers: usize,
+    pub multipart_threshold: u64,
+    pub part_size: u64,
+    pub streams_per_file: usize,
+}
+
+impl Default for TierConfig {
+    fn default() -> Self {
+        Self {
+            stub_xattr: "user.gpair".into(),
+            transfers: 8,
+            multipart_threshold: 16 << 20,
+            part_size: 16 << 20,
+            streams_per_file: 4,
+        }
+    }
+}
+
+fn build_tier(t: RawTier) -> Result<TierConfig, ConfigError> {
+    let invalid = |m: String| ConfigError::Invalid(m);
+    let d = TierConfig::default();
+    let stub_xattr = t.stub_xattr.unwrap_or(d.stub_xattr);
+    if !(stub_xattr.starts_with("user.") || stub_xattr.starts_with("trusted."))
+        || stub_xattr.len() > 200
+        || stub_xattr.contains('\0')
+    {
+        return Err(invalid(format!(
+            "tier.stub_xattr {stub_xattr:?} must be a user.* or trusted.* attribute name"
+        )));
+    }
+    let transfers = t.transfers.unwrap_or(d.transfers);
+    if !(1..=256).contains(&transfers) {
+        return Err(invalid(format!(
+            "tier.transfers = {transfers}: must be 1..=256"
+        )));
+    }
+    let part_mib = t.part_size_mib.unwrap_or(d.part_size >> 20);
+    if !(5..=512).contains(&part_mib) {
+        return Err(invalid(format!(
+            "tier.part_size_mib = {part_mib}: must be 5..=512 (S3 parts are at least 5 MiB)"
+        )));
+    }
+    let threshold_mib = t
+        .multipart_threshold_mib
+        .unwrap_or(d.multipart_threshold >> 20);
+    if !(5..=5 * 1024).contains(&threshold_mib) {
+        return Err(invalid(format!(
+            "tier.multipart_threshold_mib = {threshold_mib}: must be 5..=5120"
+        )));
+    }
+    let streams = t.streams_per_file.unwrap_or(d.streams_per_file);
+    if !(1..=64).contains(&streams) {
+        return Err(invalid(format!(
+            "tier.streams_per_file = {streams}: must be 1..=64"
+        )));
+    }
+    Ok(TierConfig {
+        stub_xattr,
+        transfers,
+        multipart_threshold: threshold_mib << 20,
+        part_size: part_mib << 20,
+        streams_per_file: streams,
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub cluster_id: String,
@@ -67,6 +153,7 @@ pub struct Config {
     pub socket_mode: u32,
     pub shutdown_grace: Duration,
     pub sync: SyncConfig,
+    pub tier: TierConfig,
     pub tcp: Option<TcpConfig>,
 }
 
@@ -250,6 +337,7 @@ impl Config {
             socket_mode,
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(20)),
             tcp: raw.tcp.map(build_tcp).transpose()?,
+            tier: build_tier(raw.tier)?,
             sync: SyncConfig {
                 workers,
                 walk_threads,

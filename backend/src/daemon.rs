@@ -28,6 +28,8 @@ pub enum RunError {
     },
     #[error("another gpair-backend is already listening on {0}")]
     InUse(String),
+    #[error("migration engine: {0}")]
+    Tier(String),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -81,10 +83,28 @@ pub async fn run(
     tracing::info!(queued, "outbox loaded");
     let workers = engine.start_workers();
 
+    // Migration: usage from the catalog, interrupted migrations resolved, jobs resumed.
+    crate::tier::stub::ignore_lease_break_signal();
+    crate::tier::setup_failpoints();
+    engine.quotas.load(&catalog)?;
+    let tiering =
+        crate::tier::Tiering::new(Arc::clone(&engine), config.tier.clone(), cancel.clone());
+    let recovered = tokio::task::block_in_place(|| tiering.recover())?;
+    if recovered != crate::tier::recover::Recovered::default() {
+        tracing::info!(?recovered, "interrupted migrations resolved");
+    }
+    let resumed = tiering
+        .resume_jobs()
+        .map_err(|e| RunError::Tier(e.to_string()))?;
+    if resumed > 0 {
+        tracing::info!(resumed, "unfinished jobs resumed");
+    }
+
     let listener = bind_socket(&config)?;
     println!("gpair-backend listening on {}", config.socket.display());
     let admin = Arc::new(AdminService {
         engine: Arc::clone(&engine),
+        tiering: Arc::clone(&tiering),
         cluster_id: config.cluster_id.clone(),
         started,
         registry_lock: tokio::sync::Mutex::new(()),

@@ -12,11 +12,14 @@ use tonic::{Request, Response, Status};
 
 use crate::catalog::CF_REGISTRY;
 use crate::registry::{self, GpairRecord, GpairState, GpeerRecord, GPAIR_PREFIX, GPEER_PREFIX};
-use crate::sync::{Engine, GpairStats, Op, SETTLE_MS};
+use crate::sync::{AttrOp, Engine, GpairStats, Op, SETTLE_MS};
+use crate::tier::job::{JobKind, JobRt, JobState, Outcome};
+use crate::tier::{FileState, JobFiles, TierError, TierState, Tiering};
 use crate::west::{CheckStage, Dialect, GpeerConn};
 
 pub struct AdminService {
     pub engine: Arc<Engine>,
+    pub tiering: Arc<Tiering>,
     pub cluster_id: String,
     pub started: Instant,
     /// Serializes registry changes (add/remove/bind/unbind).
@@ -114,7 +117,7 @@ impl AdminService {
             entries: stats.entries.load(Ordering::Relaxed),
             pending,
             failing,
-            offloaded: rec.offloaded,
+            offloaded: self.engine.quotas.usage(&rec.name).used_files,
         }
     }
 
@@ -384,6 +387,7 @@ impl pb::admin_server::Admin for AdminService {
             state: GpairState::InitialSync,
             created_at_ms: now_ms(),
             offloaded: 0,
+            quota: Default::default(),
         };
         self.engine
             .catalog
@@ -424,11 +428,12 @@ impl pb::admin_server::Admin for AdminService {
         let r = req.into_inner();
         let _guard = self.registry_lock.lock().await;
         let (mut rec, _) = self.find_gpair(&r.name)?;
-        if rec.offloaded > 0 && !r.force {
+        let offloaded = self.engine.quotas.usage(&rec.name).used_files;
+        if offloaded > 0 && !r.force {
             return Err(Status::failed_precondition(format!(
                 "gpair {:?} still has {} offloaded file(s) whose data lives on west; recall them first, \
                  or pass --force to unbind and leave their data on west",
-                r.name, rec.offloaded
+                r.name, offloaded
             )));
         }
         rec.state = GpairState::Unbinding;
@@ -445,7 +450,7 @@ impl pb::admin_server::Admin for AdminService {
             .map_err(internal)?;
         tracing::info!(gpair = rec.name, "gpair unbound");
         Ok(Response::new(pb::UnbindResponse {
-            offloaded_left_on_west: rec.offloaded,
+            offloaded_left_on_west: offloaded,
         }))
     }
 
@@ -476,6 +481,8 @@ impl pb::admin_server::Admin for AdminService {
                             Op::Put => "put".into(),
                             Op::Delete { .. } => "delete".into(),
                             Op::Rename { .. } => "rename".into(),
+                            Op::SetAttr { attr: AttrOp::Ltr } => "setattr-ltr".into(),
+                            Op::SetAttr { attr: AttrOp::Rtl } => "setattr-rtl".into(),
                         },
                     })
                     .collect();
@@ -519,6 +526,321 @@ impl pb::admin_server::Admin for AdminService {
             outbox_failing: failing,
             catalog_path: self.engine.catalog.path().display().to_string(),
         }))
+    }
+
+    async fn migrate(&self, req: Request<pb::MigrateRequest>) -> Result<Response<pb::Job>, Status> {
+        self.start_job(JobKind::Migrate, req.into_inner()).await
+    }
+
+    async fn recall(&self, req: Request<pb::MigrateRequest>) -> Result<Response<pb::Job>, Status> {
+        self.start_job(JobKind::Recall, req.into_inner()).await
+    }
+
+    async fn state(
+        &self,
+        req: Request<pb::StateRequest>,
+    ) -> Result<Response<pb::StateResponse>, Status> {
+        let r = req.into_inner();
+        if r.paths.len() > MAX_PATHS {
+            return Err(invalid(format!(
+                "{} paths in one request; the limit is {MAX_PATHS}",
+                r.paths.len()
+            )));
+        }
+        let paths = r
+            .paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| abs_path_field(&format!("paths[{i}]"), p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tiering = Arc::clone(&self.tiering);
+        let states = tokio::task::spawn_blocking(move || {
+            paths.iter().map(|p| tiering.state(p)).collect::<Vec<_>>()
+        })
+        .await
+        .map_err(internal)?;
+        Ok(Response::new(pb::StateResponse {
+            files: states.into_iter().map(file_state_pb).collect(),
+        }))
+    }
+
+    async fn list_jobs(
+        &self,
+        req: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let limit = match req.into_inner().limit {
+            0 => 50,
+            n => n as usize,
+        };
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: self
+                .tiering
+                .jobs(limit)
+                .iter()
+                .map(|j| job_pb(j, None))
+                .collect(),
+        }))
+    }
+
+    async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let r = req.into_inner();
+        let rt = self.find_job(r.id)?;
+        let limit = match r.files_limit {
+            0 => 1000,
+            n => n as usize,
+        };
+        let files = self.tiering.job_files(r.id, limit);
+        Ok(Response::new(job_pb(&rt, Some(files))))
+    }
+
+    type WatchJobStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::Job, Status>> + Send + 'static>>;
+
+    async fn watch_job(
+        &self,
+        req: Request<pb::GetJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let r = req.into_inner();
+        let rt = self.find_job(r.id)?;
+        let tiering = Arc::clone(&self.tiering);
+        let mut changed = rt.changed.subscribe();
+        let stream = async_stream::stream! {
+            loop {
+                let finished = rt.record().state.finished();
+                if finished {
+                    let files = tiering.job_files(r.id, 1000);
+                    yield Ok(job_pb(&rt, Some(files)));
+                    break;
+                }
+                yield Ok(job_pb(&rt, None));
+                // At most a few messages per second, and one at least every 2 s.
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), changed.changed()).await;
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn cancel_job(
+        &self,
+        req: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let id = req.into_inner().id;
+        let rt = self
+            .tiering
+            .cancel_job(id)
+            .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
+        Ok(Response::new(job_pb(&rt, None)))
+    }
+
+    async fn set_quota(
+        &self,
+        req: Request<pb::SetQuotaRequest>,
+    ) -> Result<Response<pb::Quota>, Status> {
+        let r = req.into_inner();
+        if r.max_bytes.is_none() && r.max_files.is_none() {
+            return Err(invalid("give max_bytes and/or max_files (0 = no limit)"));
+        }
+        let _guard = self.registry_lock.lock().await;
+        let (mut rec, _) = self.find_gpair(&r.name)?;
+        if let Some(b) = r.max_bytes {
+            rec.quota.max_bytes = b;
+        }
+        if let Some(f) = r.max_files {
+            rec.quota.max_files = f;
+        }
+        self.engine
+            .catalog
+            .put(CF_REGISTRY, &registry_key(GPAIR_PREFIX, &rec.name), &rec)
+            .map_err(internal)?;
+        self.engine.set_gpair_record(rec.clone());
+        tracing::info!(
+            gpair = rec.name,
+            max_bytes = rec.quota.max_bytes,
+            max_files = rec.quota.max_files,
+            "quota set"
+        );
+        Ok(Response::new(self.quota_pb(&rec)))
+    }
+
+    async fn get_quotas(
+        &self,
+        req: Request<pb::GetQuotasRequest>,
+    ) -> Result<Response<pb::GetQuotasResponse>, Status> {
+        let name = req.into_inner().name;
+        let quotas = if name.is_empty() {
+            self.engine
+                .gpair_records()
+                .iter()
+                .map(|(rec, _)| self.quota_pb(rec))
+                .collect()
+        } else {
+            let (rec, _) = self.find_gpair(&name)?;
+            vec![self.quota_pb(&rec)]
+        };
+        Ok(Response::new(pb::GetQuotasResponse { quotas }))
+    }
+}
+
+/// Most paths one request may name.
+const MAX_PATHS: usize = 100_000;
+
+/// An absolute east path from raw bytes, or INVALID_ARGUMENT naming the field.
+fn abs_path_field(field: &str, raw: &[u8]) -> Result<PathBuf, Status> {
+    abs_path(raw).map_err(|m| invalid(format!("{field} {m}")))
+}
+
+fn tier_status(e: TierError) -> Status {
+    match e {
+        TierError::Invalid(m) => Status::invalid_argument(m),
+        TierError::NotFound(m) => Status::not_found(m),
+        TierError::Precondition(m) => Status::failed_precondition(m),
+        e => internal(e),
+    }
+}
+
+fn job_pb(rt: &JobRt, files: Option<JobFiles>) -> pb::Job {
+    let r = rt.record();
+    let c = rt.counters();
+    let waiting = rt.waiting();
+    let state = match r.state {
+        JobState::Queued => pb::JobState::Queued,
+        JobState::Running if !waiting.is_empty() => pb::JobState::Waiting,
+        JobState::Running => pb::JobState::Running,
+        JobState::Done => pb::JobState::Done,
+        JobState::Failed => pb::JobState::Failed,
+        JobState::Cancelled => pb::JobState::Cancelled,
+    };
+    let (files, truncated) = files.unwrap_or_default();
+    pb::Job {
+        id: r.id,
+        kind: match r.kind {
+            JobKind::Migrate => pb::JobKind::Migrate,
+            JobKind::Recall => pb::JobKind::Recall,
+        } as i32,
+        state: state as i32,
+        paths: r.paths.clone(),
+        recursive: r.recursive,
+        created_at_ms: r.created_ms,
+        started_at_ms: r.started_ms,
+        finished_at_ms: r.finished_ms,
+        files_total: r.files_total,
+        bytes_total: r.bytes_total,
+        files_done: c.files_done,
+        bytes_done: c.bytes_done,
+        files_failed: c.failed,
+        files_skipped: c.skipped,
+        files_noop: c.noop,
+        files_dirty: c.dirty,
+        files_cancelled: c.cancelled,
+        backlog: r.files_total.saturating_sub(c.finished_files()),
+        bytes_per_sec: if r.state.finished() {
+            let secs = (r.finished_ms - r.started_ms).max(1) as f64 / 1000.0;
+            (c.bytes_done as f64 / secs) as u64
+        } else {
+            rt.rate()
+        },
+        waiting_for: waiting,
+        files: files
+            .into_iter()
+            .map(|(path, f)| pb::JobFile {
+                path,
+                outcome: match f.outcome {
+                    Outcome::Pending => pb::FileOutcome::Unspecified,
+                    Outcome::Done => pb::FileOutcome::Done,
+                    Outcome::Failed => pb::FileOutcome::Failed,
+                    Outcome::Skipped => pb::FileOutcome::Skipped,
+                    Outcome::Noop => pb::FileOutcome::Noop,
+                    Outcome::Dirty => pb::FileOutcome::Dirty,
+                    Outcome::Cancelled => pb::FileOutcome::Cancelled,
+                } as i32,
+                reason: f.reason,
+                bytes: f.bytes,
+                at_ms: f.at_ms,
+            })
+            .collect(),
+        files_truncated: truncated,
+        gpairs: r.gpairs.clone(),
+    }
+}
+
+fn file_state_pb(s: FileState) -> pb::FileState {
+    pb::FileState {
+        path: std::os::unix::ffi::OsStrExt::as_bytes(s.path.as_os_str()).to_vec(),
+        state: match s.state {
+            TierState::Local => pb::TierState::Local,
+            TierState::Offloading => pb::TierState::Offloading,
+            TierState::Remote => pb::TierState::Remote,
+            TierState::Recalling => pb::TierState::Recalling,
+            TierState::Dirty => pb::TierState::Dirty,
+            TierState::Conflict => pb::TierState::Conflict,
+            TierState::Unmanaged => pb::TierState::Unmanaged,
+        } as i32,
+        gpair: s.gpair,
+        west_key: s.west_key,
+        size: s.size,
+        checksum: s.checksum,
+        detail: s.detail,
+        offloaded_at_ms: s.offloaded_at_ms,
+        job_id: s.job,
+        blocks: s.blocks_bytes,
+    }
+}
+
+impl AdminService {
+    async fn start_job(
+        &self,
+        kind: JobKind,
+        r: pb::MigrateRequest,
+    ) -> Result<Response<pb::Job>, Status> {
+        if r.paths.is_empty() {
+            return Err(invalid("paths: give at least one path"));
+        }
+        if r.paths.len() > MAX_PATHS {
+            return Err(invalid(format!(
+                "{} paths in one request; the limit is {MAX_PATHS}",
+                r.paths.len()
+            )));
+        }
+        let paths = r
+            .paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| abs_path_field(&format!("paths[{i}]"), p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rt = self
+            .tiering
+            .create_job(kind, paths, r.recursive)
+            .await
+            .map_err(tier_status)?;
+        let rec = rt.record();
+        tracing::info!(
+            job = rec.id,
+            kind = kind.verb(),
+            files = rec.files_total,
+            bytes = rec.bytes_total,
+            "job created"
+        );
+        Ok(Response::new(job_pb(&rt, None)))
+    }
+
+    fn find_job(&self, id: u64) -> Result<Arc<JobRt>, Status> {
+        self.tiering
+            .job(id)
+            .ok_or_else(|| Status::not_found(format!("no job {id}")))
+    }
+
+    fn quota_pb(&self, rec: &GpairRecord) -> pb::Quota {
+        let u = self.engine.quotas.usage(&rec.name);
+        pb::Quota {
+            name: rec.name.clone(),
+            max_bytes: rec.quota.max_bytes,
+            max_files: rec.quota.max_files,
+            used_bytes: u.used_bytes,
+            used_files: u.used_files,
+            reserved_bytes: u.reserved_bytes,
+            reserved_files: u.reserved_files,
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! gpair-backend: the backend daemon — catalog, metadata sync east → west, the gRPC admin
-//! and change-notification API — and (later) the migration engine and the FUSE client.
+//! and change-notification API — and the migration engine (offload, recall, jobs, quotas);
+//! (later) the FUSE client.
 
 pub mod catalog;
 pub mod config;
@@ -8,4 +9,5 @@ pub mod entry;
 pub mod grpc;
 pub mod registry;
 pub mod sync;
+pub mod tier;
 pub mod west;

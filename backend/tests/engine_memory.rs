@@ -75,6 +75,7 @@ impl World {
             state: GpairState::InitialSync,
             created_at_ms: 0,
             offloaded: 0,
+            quota: Default::default(),
         });
     }
 

@@ -322,3 +322,9 @@ async fn odd_answers_are_classified() {
     let e = store.list(BUCKET, "p").await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Transient, "200 + HTML: {e}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn file_data_up_and_down() {
+    let (_gw, store, _) = setup().await;
+    data_cycle(store.as_ref(), BUCKET, true).await;
+}

@@ -149,3 +149,9 @@ async fn a_server_that_is_gone_gives_transient_errors() {
     let f = store.check(Some(BUCKET)).await.unwrap_err();
     assert_eq!(f.stage, CheckStage::Connect, "{f}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn file_data_up_and_down() {
+    let (_moto, store, _) = setup().await;
+    data_cycle(store.as_ref(), BUCKET, false).await;
+}

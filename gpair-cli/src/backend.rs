@@ -186,6 +186,53 @@ rpcs! {
     sync_status(pb::SyncStatusRequest) -> pb::SyncStatusResponse;
     /// `Status`.
     status(pb::StatusRequest) -> pb::StatusResponse;
+    /// `Migrate`: queue an offload job.
+    migrate(pb::MigrateRequest) -> pb::Job;
+    /// `Recall`: queue a recall job.
+    recall(pb::MigrateRequest) -> pb::Job;
+    /// `State`.
+    state(pb::StateRequest) -> pb::StateResponse;
+    /// `ListJobs`.
+    list_jobs(pb::ListJobsRequest) -> pb::ListJobsResponse;
+    /// `GetJob`.
+    get_job(pb::GetJobRequest) -> pb::Job;
+    /// `CancelJob`.
+    cancel_job(pb::GetJobRequest) -> pb::Job;
+    /// `SetQuota`.
+    set_quota(pb::SetQuotaRequest) -> pb::Quota;
+    /// `GetQuotas`.
+    get_quotas(pb::GetQuotasRequest) -> pb::GetQuotasResponse;
+}
+
+/// The stream of `WatchJob`: the job now, then at every change, until it finishes.
+#[derive(Debug)]
+pub struct JobWatch {
+    backend: Backend,
+    stream: tonic::Streaming<pb::Job>,
+}
+
+impl JobWatch {
+    /// The next state of the job; `None` when the backend ended the stream. Only the opening
+    /// call is bounded by `--timeout`: a job may rightly run for hours between messages.
+    pub async fn next(&mut self) -> Result<Option<pb::Job>, CliError> {
+        self.stream
+            .message()
+            .await
+            .map_err(|s| status_error(&self.backend, s))
+    }
+}
+
+impl BackendClient {
+    /// `WatchJob`: opens the stream of a job's states.
+    pub async fn watch_job(&mut self, req: pb::GetJobRequest) -> Result<JobWatch, CliError> {
+        match self.admin.watch_job(req).await {
+            Ok(r) => Ok(JobWatch {
+                backend: self.backend.clone(),
+                stream: r.into_inner(),
+            }),
+            Err(s) => Err(self.status_error(s)),
+        }
+    }
 }
 
 impl BackendClient {
@@ -193,15 +240,20 @@ impl BackendClient {
     /// peer is not an HTTP/2 server) as a status carrying the underlying error as its source;
     /// statuses the backend sent carry none. The first kind means "cannot reach the backend".
     fn status_error(&self, s: tonic::Status) -> CliError {
-        if is_client_timeout(&s) {
-            return CliError::Timeout {
-                socket: self.backend.socket.display().to_string(),
-                secs: self.backend.timeout.as_secs(),
-            };
-        }
-        match std::error::Error::source(&s) {
-            Some(cause) => self.backend.unreachable(connect_reason(cause)),
-            None => CliError::from(s),
-        }
+        status_error(&self.backend, s)
+    }
+}
+
+/// See [`BackendClient::status_error`].
+fn status_error(backend: &Backend, s: tonic::Status) -> CliError {
+    if is_client_timeout(&s) {
+        return CliError::Timeout {
+            socket: backend.socket.display().to_string(),
+            secs: backend.timeout.as_secs(),
+        };
+    }
+    match std::error::Error::source(&s) {
+        Some(cause) => backend.unreachable(connect_reason(cause)),
+        None => CliError::from(s),
     }
 }

@@ -1,9 +1,10 @@
 //! The command line: clap definitions only. Values are checked in [`crate::validate`], not
 //! here, so every bad value gets the same one-line `FLAG: problem` answer and exit code 2.
 //!
-//! Later command groups (migrate, recall, state, job, quota, policy, caps, session, fsck) add a
-//! variant to [`Command`] and a module under `commands/`.
+//! Later command groups (policy, caps, session, fsck) add a variant to [`Command`] and a module
+//! under `commands/`.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -15,12 +16,15 @@ pub const DEFAULT_SOCKET: &str = "/run/gpair/backend.sock";
 
 const AFTER_HELP: &str = "\
 Exit codes:
-  0  success
-  1  the backend refused the request (invalid value, wrong state, already exists, not found),
-     or `gpeer check` found a problem
-  2  usage error: unknown command or flag, missing or invalid value (nothing was sent)
-  3  the backend cannot be reached (no socket, connection refused, unavailable)
-  4  any other failure (internal backend error, timeout, unexpected answer)
+    0  success
+    1  the backend refused the request (invalid value, wrong state, already exists, not found),
+       or `gpeer check` found a problem
+    2  usage error: unknown command or flag, missing or invalid value (nothing was sent)
+    3  the backend cannot be reached (no socket, connection refused, unavailable)
+    4  any other failure (internal backend error, timeout, unexpected answer)
+    5  a job waited for (--wait, `job watch`) finished failed: some of its files failed
+    6  a job waited for was cancelled
+  130  Ctrl-C while waiting for a job (the job goes on in the backend)
 
 Environment:
   GPAIR_BACKEND     the backend's admin socket (default /run/gpair/backend.sock) or https://HOST:PORT
@@ -32,7 +36,8 @@ Environment:
 Results go to stdout, errors to stderr as one line starting with `gpair: `.
 See docs/cli.md for every command with an example.";
 
-/// Administer a gpair backend: gpeers (remote clusters), gpairs (share pairings) and sync.
+/// Administer a gpair backend: gpeers (remote clusters), gpairs (share pairings), sync, and
+/// the jobs that move file data between the tiers.
 #[derive(Debug, Parser)]
 #[command(name = "gpair", version, after_help = AFTER_HELP, propagate_version = true)]
 pub struct Cli {
@@ -109,6 +114,119 @@ pub enum Command {
 
     /// Show the backend's status.
     Status,
+
+    /// Offload files: queue a job that moves their data to west (the files stay, as stubs).
+    Migrate(TierArgs),
+
+    /// Recall files: queue a job that brings their data back from west into the same files.
+    Recall(TierArgs),
+
+    /// Show the tier state of files: where their data is, and why.
+    State {
+        /// The files (relative paths are taken from the current directory).
+        // Raw strings: see `TierArgs::paths`.
+        #[arg(value_name = "PATH", required = true)]
+        paths: Vec<OsString>,
+    },
+
+    /// Migration and recall jobs.
+    #[command(subcommand)]
+    Job(JobCommand),
+
+    /// West quotas per gpair (bytes and files).
+    #[command(subcommand)]
+    Quota(QuotaCommand),
+}
+
+/// `gpair migrate` and `gpair recall`.
+#[derive(Debug, Args)]
+pub struct TierArgs {
+    /// Files, or directories with --recursive (relative paths are taken from the current
+    /// directory).
+    // Raw strings, not PathBuf (whose parser refuses ""), so an empty path gets validate's
+    // one-line answer.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<OsString>,
+
+    /// Take every file under the directories given.
+    #[arg(short, long)]
+    pub recursive: bool,
+
+    /// Wait for the job to finish, showing its progress on stderr, then print its report.
+    /// Exits 5 if files failed, 6 if the job was cancelled.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// `gpair job ...`.
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// List the jobs, newest first.
+    Ls {
+        /// At most this many jobs [backend default: 50].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        limit: Option<u32>,
+    },
+    /// Show a job's report: counters, times, and the files that were not moved, with reasons.
+    Show {
+        /// The job's id.
+        #[arg(value_name = "ID")]
+        id: String,
+        /// List at most this many files [backend default: 1000].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        files_limit: Option<u32>,
+    },
+    /// Follow a job's progress until it finishes, then print its report. Exits 5 if files
+    /// failed, 6 if the job was cancelled.
+    Watch {
+        /// The job's id.
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Cancel a job. Files in flight finish or roll back; the rest are left as they are.
+    Cancel {
+        /// The job's id.
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+}
+
+/// `gpair quota ...`.
+#[derive(Debug, Subcommand)]
+pub enum QuotaCommand {
+    /// Set a gpair's west quota. Limits not given stay as they are.
+    Set(QuotaSetArgs),
+    /// Show the quotas and their use, of one gpair or all.
+    Show {
+        /// Only this gpair (default: all).
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+    },
+}
+
+/// `gpair quota set`.
+#[derive(Debug, Args)]
+pub struct QuotaSetArgs {
+    /// The gpair's name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    #[command(flatten)]
+    pub limits: QuotaLimits,
+}
+
+/// The limits of `gpair quota set`: at least one.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = true)]
+pub struct QuotaLimits {
+    /// Bytes on west: a number with K, M, G, T or KiB, MiB, GiB, TiB (powers of 1024), or
+    /// none (or 0) for no limit.
+    #[arg(long, value_name = "N")]
+    pub max_bytes: Option<String>,
+
+    /// Files on west, or none (or 0) for no limit.
+    #[arg(long, value_name = "N")]
+    pub max_files: Option<String>,
 }
 
 /// `gpair gpeer ...`.
@@ -272,9 +390,41 @@ mod tests {
     }
 
     #[test]
+    fn tier_commands_parse() {
+        let cli = Cli::try_parse_from(["gpair", "migrate", "-r", "a", "--wait", "b"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        match cli.command {
+            Command::Migrate(a) => {
+                assert!(a.recursive && a.wait);
+                assert_eq!(a.paths, vec![OsString::from("a"), OsString::from("b")]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // An empty path gets through the parser, for validate's one-line answer.
+        assert!(Cli::try_parse_from(["gpair", "state", ""]).is_ok());
+        assert!(Cli::try_parse_from(["gpair", "recall"]).is_err());
+    }
+
+    #[test]
+    fn quota_set_needs_a_limit() {
+        assert!(Cli::try_parse_from(["gpair", "quota", "set", "p1"]).is_err());
+        let cli = Cli::try_parse_from(["gpair", "quota", "set", "p1", "--max-files", "3"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        match cli.command {
+            Command::Quota(QuotaCommand::Set(a)) => {
+                assert_eq!(a.name, "p1");
+                assert_eq!(a.limits.max_files.as_deref(), Some("3"));
+                assert_eq!(a.limits.max_bytes, None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn help_lists_exit_codes() {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("Exit codes:"));
+        assert!(help.contains("  130  Ctrl-C while waiting for a job"));
         assert!(help.contains("GPAIR_SECRET_KEY"));
     }
 }

@@ -21,6 +21,14 @@ pub enum Exit {
     Unreachable = 3,
     /// Anything else: an internal backend error, a timeout, an unexpected answer.
     Failed = 4,
+    /// A job that was waited for (`--wait`, `job watch`) finished FAILED: at least one of its
+    /// files failed.
+    JobFailed = 5,
+    /// A job that was waited for finished CANCELLED.
+    JobCancelled = 6,
+    /// Waiting for a job was interrupted with Ctrl-C (SIGINT); the job itself goes on. 128 + 2,
+    /// what a shell reports for a command killed by SIGINT.
+    Interrupted = 130,
 }
 
 impl From<Exit> for std::process::ExitCode {
@@ -86,6 +94,64 @@ pub enum CliError {
         message: String,
     },
 
+    /// A job that was waited for finished with failed files.
+    #[error(
+        "job {id} failed: {failed} of {total} file(s) failed \
+         (see the reasons with `gpair job show {id}`)"
+    )]
+    JobFailed {
+        /// The job's id.
+        id: u64,
+        /// How many of its files failed.
+        failed: u64,
+        /// How many files it had.
+        total: u64,
+    },
+
+    /// A job that was waited for was cancelled before it finished.
+    #[error("job {id} was cancelled ({unprocessed} file(s) left as they were)")]
+    JobCancelled {
+        /// The job's id.
+        id: u64,
+        /// Files the cancellation left unprocessed.
+        unprocessed: u64,
+    },
+
+    /// The backend closed the watch of a job that had not finished.
+    #[error(
+        "the backend stopped reporting on job {id} while it was {state} \
+         (follow it again with `gpair job watch {id}`)"
+    )]
+    WatchEnded {
+        /// The job's id.
+        id: u64,
+        /// Its last known state, lowercase.
+        state: String,
+    },
+
+    /// The connection broke while waiting for a job. The job lives in the backend, so only
+    /// the watching stopped.
+    #[error(
+        "{cause} (job {id} was not stopped by this; \
+         follow it again with `gpair job watch {id}`)"
+    )]
+    WatchLost {
+        /// The job's id.
+        id: u64,
+        /// What broke; its exit code is the process's.
+        cause: Box<CliError>,
+    },
+
+    /// Ctrl-C while waiting for a job.
+    #[error(
+        "stopped waiting for job {id}; it goes on in the backend \
+         (follow it with `gpair job watch {id}`, stop it with `gpair job cancel {id}`)"
+    )]
+    Interrupted {
+        /// The job's id.
+        id: u64,
+    },
+
     /// A local failure that is not the user's fault (runtime, stdout, reading a key file).
     #[error("{0}")]
     Local(String),
@@ -108,6 +174,11 @@ impl CliError {
             CliError::Backend { code, .. } => exit_for_code(*code),
             CliError::Timeout { .. } => Exit::Failed,
             CliError::CheckFailed { .. } => Exit::Refused,
+            CliError::JobFailed { .. } => Exit::JobFailed,
+            CliError::JobCancelled { .. } => Exit::JobCancelled,
+            CliError::WatchEnded { .. } => Exit::Failed,
+            CliError::WatchLost { cause, .. } => cause.exit_code(),
+            CliError::Interrupted { .. } => Exit::Interrupted,
             CliError::Local(_) => Exit::Failed,
         }
     }
@@ -374,6 +445,60 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with("the backend at /s did not answer within 2s"));
+    }
+
+    #[test]
+    fn job_endings_have_their_own_exit_codes() {
+        let e = CliError::JobFailed {
+            id: 17,
+            failed: 2,
+            total: 100,
+        };
+        assert_eq!(e.exit_code(), Exit::JobFailed);
+        assert_eq!(Exit::JobFailed as u8, 5);
+        assert_eq!(
+            e.to_string(),
+            "job 17 failed: 2 of 100 file(s) failed (see the reasons with `gpair job show 17`)"
+        );
+        let e = CliError::JobCancelled {
+            id: 17,
+            unprocessed: 40,
+        };
+        assert_eq!(e.exit_code(), Exit::JobCancelled);
+        assert_eq!(Exit::JobCancelled as u8, 6);
+        assert_eq!(
+            e.to_string(),
+            "job 17 was cancelled (40 file(s) left as they were)"
+        );
+        let e = CliError::Interrupted { id: 3 };
+        assert_eq!(e.exit_code() as u8, 130);
+        assert!(
+            e.to_string().starts_with("stopped waiting for job 3; "),
+            "{e}"
+        );
+        let e = CliError::WatchEnded {
+            id: 3,
+            state: "running".into(),
+        };
+        assert_eq!(e.exit_code(), Exit::Failed);
+    }
+
+    #[test]
+    fn a_lost_watch_keeps_the_exit_code_of_its_cause() {
+        let e = CliError::WatchLost {
+            id: 9,
+            cause: Box::new(CliError::Unreachable {
+                socket: "/s".into(),
+                reason: "connection reset".into(),
+            }),
+        };
+        assert_eq!(e.exit_code(), Exit::Unreachable);
+        assert!(
+            e.to_string().ends_with(
+                "(job 9 was not stopped by this; follow it again with `gpair job watch 9`)"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! [`run`] is the whole program: parse the command line ([`cli`]), validate the input
 //! ([`validate`]), call the backend ([`commands`], through [`backend`]), and print the result
 //! ([`view`], [`format`]) as a table or JSON. Errors surface in one place ([`error`]) as one
-//! stderr line and a documented exit code. This crate never interprets backend state beyond
+//! stderr line and a documented exit code; the only other stderr output is the progress of a
+//! job being waited for ([`progress`]). This crate never interprets backend state beyond
 //! displaying it: decisions belong to the daemon.
 
 pub mod backend;
@@ -11,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod format;
+pub mod progress;
 pub mod validate;
 pub mod view;
 

@@ -236,6 +236,145 @@ pub fn local_path(p: &Path, cwd: &Path) -> Result<String, CliError> {
     })
 }
 
+/// The `PATH...` arguments of `migrate`, `recall` and `state`, as the raw bytes the backend
+/// takes. Each is made absolute against `cwd` lexically, as [`std::path::absolute`] does:
+/// `.` components and repeated `/` are dropped, while `..`, a trailing `/` and symlinks are
+/// left for the backend to resolve on the east filesystem. Names need not be UTF-8.
+pub fn east_paths<P: AsRef<Path>>(paths: &[P], cwd: &Path) -> Result<Vec<Vec<u8>>, CliError> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    const FLAG: &str = "PATH";
+    let mut out = Vec::with_capacity(paths.len());
+    for (i, p) in paths.iter().enumerate() {
+        let p = p.as_ref();
+        if p.as_os_str().is_empty() {
+            return Err(CliError::usage(
+                FLAG,
+                format!("path number {} is empty", i + 1),
+            ));
+        }
+        let joined = if p.is_absolute() {
+            p.to_path_buf()
+        } else if cwd.is_absolute() {
+            cwd.join(p)
+        } else {
+            return Err(CliError::usage(
+                FLAG,
+                format!(
+                    "{} is relative, and the current directory is unknown: give an absolute path",
+                    crate::format::path(p.as_os_str().as_bytes())
+                ),
+            ));
+        };
+        // `joined` is absolute, so this is purely lexical and never consults the process's
+        // own working directory.
+        let abs = std::path::absolute(&joined).map_err(|e| {
+            CliError::usage(
+                FLAG,
+                format!(
+                    "{}: {}",
+                    crate::format::path(joined.as_os_str().as_bytes()),
+                    crate::error::one_line(&e.to_string())
+                ),
+            )
+        })?;
+        out.push(abs.into_os_string().into_vec());
+    }
+    Ok(out)
+}
+
+/// A job id as `gpair job ls` shows it: a positive whole number.
+pub fn job_id(s: &str) -> Result<u64, CliError> {
+    const FLAG: &str = "ID";
+    let bad = || {
+        CliError::usage(
+            FLAG,
+            format!("{s:?} is not a job id (a number, as `gpair job ls` shows)"),
+        )
+    };
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    match s.parse::<u64>() {
+        Ok(0) => Err(CliError::usage(FLAG, "job ids start at 1")),
+        Ok(id) => Ok(id),
+        Err(_) => Err(bad()),
+    }
+}
+
+/// A quota size for `--max-bytes`: bytes, or a whole number with `K`, `M`, `G`, `T` or
+/// `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024, any case, optional `B` for bytes); `none` or
+/// `0` means no limit, which is sent as `0`.
+pub fn size_limit(flag: &'static str, s: &str) -> Result<u64, CliError> {
+    const UNITS: &str = "use bytes or a whole number with K, M, G, T (or KiB, MiB, GiB, TiB), \
+                         or none for no limit";
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(CliError::usage(
+            flag,
+            format!("must not be empty ({UNITS})"),
+        ));
+    }
+    if t.eq_ignore_ascii_case("none") {
+        return Ok(0);
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    if digits.is_empty() {
+        return Err(CliError::usage(
+            flag,
+            format!("{s:?} is not a size ({UNITS})"),
+        ));
+    }
+    if unit.starts_with(['.', ',']) {
+        return Err(CliError::usage(
+            flag,
+            format!("{s:?}: use a whole number, e.g. 1536M rather than 1.5G"),
+        ));
+    }
+    let unit = unit.trim_start();
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        "t" | "tib" => 40,
+        "kb" | "mb" | "gb" | "tb" => {
+            return Err(CliError::usage(flag, {
+                let letter = unit.get(..1).unwrap_or("").to_ascii_uppercase();
+                format!(
+                    "{s:?}: sizes are powers of 1024; write {digits}{letter} or \
+                         {digits}{letter}iB"
+                )
+            }))
+        }
+        _ => {
+            return Err(CliError::usage(
+                flag,
+                format!("{s:?} has an unknown unit {unit:?} ({UNITS})"),
+            ))
+        }
+    };
+    let too_large = || CliError::usage(flag, format!("{s:?} is too large (at most 16 EiB)"));
+    let n = digits.parse::<u64>().map_err(|_| too_large())?;
+    n.checked_mul(1u64 << shift).ok_or_else(too_large)
+}
+
+/// A quota file count for `--max-files`: a whole number; `none` or `0` means no limit.
+pub fn count_limit(flag: &'static str, s: &str) -> Result<u64, CliError> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("none") {
+        return Ok(0);
+    }
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(CliError::usage(
+            flag,
+            format!("{s:?} is not a number of files (a whole number, or none for no limit)"),
+        ));
+    }
+    t.parse::<u64>()
+        .map_err(|_| CliError::usage(flag, format!("{s:?} is too large")))
+}
+
 /// `BUCKET[/PREFIX]` for `--remote`: the bucket follows the S3 naming rules; the prefix is
 /// made of non-empty segments other than `.` and `..`. Returns `bucket` or `bucket/prefix`
 /// with leading and trailing slashes of the prefix dropped.
@@ -458,6 +597,139 @@ mod tests {
         use std::os::unix::ffi::OsStrExt;
         let p = Path::new(std::ffi::OsStr::from_bytes(b"/a/\xff"));
         assert!(problem(local_path(p, Path::new("/"))).contains("not valid UTF-8"));
+    }
+
+    #[test]
+    fn east_paths_are_made_absolute_lexically_as_raw_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let cwd = Path::new("/home/op");
+        let p = |s: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(s));
+        let got = east_paths(
+            &[
+                p(b"data"),
+                p(b"./d/./f"),
+                p(b"/srv//share/."),
+                p(b"../x"),
+                p(b"dir/"),
+                p(b"caf\xe9 \xff"),
+                p(b"//net/x"),
+            ],
+            cwd,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let want: Vec<&[u8]> = vec![
+            b"/home/op/data",
+            b"/home/op/d/f",
+            b"/srv/share",
+            // `..`, a trailing `/` and symlinks are the backend's to resolve on east.
+            b"/home/op/../x",
+            b"/home/op/dir/",
+            b"/home/op/caf\xe9 \xff",
+            // POSIX leaves a leading `//` implementation-defined, so it is kept.
+            b"//net/x",
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn east_path_errors() {
+        let cwd = Path::new("/");
+        let e = east_paths(&[PathBuf::from("a"), PathBuf::new()], cwd)
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(e.as_deref(), Some("PATH: path number 2 is empty"));
+        let e = east_paths(&[PathBuf::from("rel")], Path::new(""))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e
+                == "PATH: rel is relative, and the current directory is unknown: give an absolute path"),
+            "{e:?}"
+        );
+        assert_eq!(
+            east_paths(&[PathBuf::from("/abs")], Path::new("")).ok(),
+            Some(vec![b"/abs".to_vec()])
+        );
+    }
+
+    #[test]
+    fn job_ids() {
+        assert_eq!(job_id("17").ok(), Some(17));
+        assert_eq!(job_id("0017").ok(), Some(17));
+        assert_eq!(job_id(&u64::MAX.to_string()).ok(), Some(u64::MAX));
+        assert_eq!(
+            job_id("0").err().map(|e| e.to_string()).as_deref(),
+            Some("ID: job ids start at 1")
+        );
+        for bad in ["", "x", "-1", "+1", "1.0", " 1", "18446744073709551616"] {
+            let e = job_id(bad).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|e| e.starts_with("ID: ")
+                    && e.ends_with("is not a job id (a number, as `gpair job ls` shows)")),
+                "{bad:?}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn size_limits() {
+        let ok = |s: &str| size_limit("--max-bytes", s).unwrap_or_else(|e| panic!("{s}: {e}"));
+        assert_eq!(ok("0"), 0);
+        assert_eq!(ok("none"), 0);
+        assert_eq!(ok("NONE"), 0);
+        assert_eq!(ok("1234"), 1234);
+        assert_eq!(ok("1234B"), 1234);
+        assert_eq!(ok("10K"), 10 << 10);
+        assert_eq!(ok("10k"), 10 << 10);
+        assert_eq!(ok("3M"), 3 << 20);
+        assert_eq!(ok("3MiB"), 3 << 20);
+        assert_eq!(ok("10G"), 10 << 30);
+        assert_eq!(ok("10 GiB"), 10 << 30);
+        assert_eq!(ok(" 2gib "), 2 << 30);
+        assert_eq!(ok("1T"), 1 << 40);
+        assert_eq!(ok("16777215TiB"), 16_777_215 << 40);
+        assert_eq!(ok("18446744073709551615"), u64::MAX);
+
+        let problem = |s: &str| match size_limit("--max-bytes", s) {
+            Err(e) => e.to_string(),
+            Ok(v) => panic!("{s:?} gave {v}"),
+        };
+        assert!(problem("").starts_with("--max-bytes: must not be empty"));
+        assert!(problem("G").contains("is not a size"));
+        assert!(problem("-1").contains("is not a size"));
+        assert!(problem("lots").contains("is not a size"));
+        assert_eq!(
+            problem("1.5G"),
+            "--max-bytes: \"1.5G\": use a whole number, e.g. 1536M rather than 1.5G"
+        );
+        assert_eq!(
+            problem("10 GB"),
+            "--max-bytes: \"10 GB\": sizes are powers of 1024; write 10G or 10GiB"
+        );
+        assert!(problem("10P").contains("unknown unit \"P\""));
+        assert!(problem("10Gx").contains("unknown unit"));
+        assert!(problem("16777216T").contains("too large"));
+        assert!(problem("99999999999999999999").contains("too large"));
+    }
+
+    #[test]
+    fn count_limits() {
+        assert_eq!(count_limit("--max-files", "none").ok(), Some(0));
+        assert_eq!(count_limit("--max-files", "0").ok(), Some(0));
+        assert_eq!(count_limit("--max-files", "5000").ok(), Some(5000));
+        for bad in ["", "1k", "-3", "1e6", "1_000"] {
+            let e = count_limit("--max-files", bad).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|e| e.starts_with("--max-files: ")
+                    && e.ends_with(
+                        "is not a number of files (a whole number, or none for no limit)"
+                    )),
+                "{bad:?}: {e:?}"
+            );
+        }
+        assert!(count_limit("--max-files", "99999999999999999999")
+            .err()
+            .is_some_and(|e| e.to_string().ends_with("is too large")));
     }
 
     #[test]

@@ -8,10 +8,21 @@
 //! Canned behaviour, by name: gpeer `west1` exists, `flaky` is UNAVAILABLE, `badauth` fails
 //! its check at the auth stage, `dup` already exists, `old` can be removed; gpair `p1` exists
 //! with 3 offloaded files, `boom` is an INTERNAL error; everything else is NOT_FOUND.
+//!
+//! Tiering: `migrate` queues job 17 and `recall` job 18, unless a path names a scenario —
+//! `done` (job 21), `fail` (22), `cancel` (23), `waits` (20) — or is a directory (`…/dir`)
+//! without `--recursive` (INVALID_ARGUMENT). Watching job 20 shows it waiting for a gpeer,
+//! then done; 21 ends DONE, 22 FAILED, 23 CANCELLED; 24's watch ends while it is running, 25's
+//! never ends, 26's breaks with UNAVAILABLE; other ids are NOT_FOUND. Quotas exist for `p1`
+//! and `p2`.
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use gpair_proto::pb::admin_server::{Admin, AdminServer};
 use gpair_proto::pb::{self};
@@ -35,6 +46,15 @@ enum Call {
     Unbind(pb::UnbindRequest),
     SyncStatus(String),
     Status,
+    Migrate(pb::MigrateRequest),
+    Recall(pb::MigrateRequest),
+    State(pb::StateRequest),
+    ListJobs(u32),
+    GetJob(pb::GetJobRequest),
+    WatchJob(u64),
+    CancelJob(u64),
+    SetQuota(pb::SetQuotaRequest),
+    GetQuotas(String),
 }
 
 #[derive(Clone, Default)]
@@ -110,6 +130,133 @@ fn p1_sync() -> pb::GpairSync {
         watcher_active: true,
         gpeer_health: "healthy".into(),
     }
+}
+
+const MIB: u64 = 1 << 20;
+
+/// A job of the fake, as first queued.
+fn job(id: u64, kind: pb::JobKind, paths: Vec<Vec<u8>>, recursive: bool) -> pb::Job {
+    pb::Job {
+        id,
+        kind: kind as i32,
+        state: pb::JobState::Queued as i32,
+        paths,
+        recursive,
+        created_at_ms: T0,
+        gpairs: vec!["p1".into()],
+        ..Default::default()
+    }
+}
+
+/// Job `id` of a watch scenario, `files_done` of 3 files (1 MiB each) through, in `state`.
+fn scenario_job(id: u64, state: pb::JobState, files_done: u64) -> pb::Job {
+    let mut j = job(
+        id,
+        pb::JobKind::Migrate,
+        vec![format!("/srv/share/job{id}").into_bytes()],
+        true,
+    );
+    j.state = state as i32;
+    j.started_at_ms = T0 + 1_000;
+    j.files_total = 3;
+    j.bytes_total = 3 * MIB;
+    j.files_done = files_done;
+    j.bytes_done = files_done * MIB;
+    j.backlog = 3 - files_done;
+    j.bytes_per_sec = MIB;
+    j
+}
+
+/// The states a scenario's watch goes through; `None` for ids the fake does not know.
+fn scenario(id: u64) -> Option<Vec<pb::Job>> {
+    use pb::JobState as S;
+    let running = scenario_job(id, S::Running, 1);
+    let finished = |state: S| {
+        let mut j = scenario_job(id, state, 1);
+        j.backlog = 0;
+        j.bytes_per_sec = 0;
+        j.finished_at_ms = T0 + 61_000;
+        j
+    };
+    Some(match id {
+        20 => {
+            let mut waiting = scenario_job(id, S::Waiting, 1);
+            waiting.bytes_per_sec = 0;
+            waiting.waiting_for = "gpeer west1: connect: connection refused".into();
+            let mut done = finished(S::Done);
+            done.files_done = 3;
+            done.bytes_done = 3 * MIB;
+            vec![running, waiting, done]
+        }
+        21 => {
+            let mut done = finished(S::Done);
+            done.files_done = 2;
+            done.bytes_done = 2 * MIB;
+            done.files_noop = 1;
+            vec![running, done]
+        }
+        22 => {
+            let mut failed = finished(S::Failed);
+            failed.files_failed = 1;
+            failed.files_skipped = 1;
+            vec![running, failed]
+        }
+        23 => {
+            let mut cancelled = finished(S::Cancelled);
+            cancelled.files_cancelled = 2;
+            vec![running, cancelled]
+        }
+        24..=26 => vec![running],
+        _ => return None,
+    })
+}
+
+/// What GetJob answers for a scenario: its last state, with the files it lists.
+fn scenario_report(id: u64) -> Option<pb::Job> {
+    let mut j = scenario(id)?.pop()?;
+    if id == 22 {
+        j.files = vec![
+            pb::JobFile {
+                path: b"/srv/share/job22/b.bin".to_vec(),
+                outcome: pb::FileOutcome::Failed as i32,
+                reason: "west: 403 AccessDenied".into(),
+                bytes: MIB,
+                at_ms: T0 + 30_000,
+            },
+            pb::JobFile {
+                path: b"/srv/share/job22/c\xff".to_vec(),
+                outcome: pb::FileOutcome::Skipped as i32,
+                reason: "quota: gpair p1 is full".into(),
+                bytes: MIB,
+                at_ms: T0 + 31_000,
+            },
+        ];
+    }
+    Some(j)
+}
+
+fn quota(name: &str) -> Option<pb::Quota> {
+    match name {
+        "p1" => Some(pb::Quota {
+            name: "p1".into(),
+            max_bytes: 10 << 30,
+            max_files: 0,
+            used_bytes: 3 * MIB,
+            used_files: 3,
+            reserved_bytes: MIB,
+            reserved_files: 1,
+        }),
+        "p2" => Some(pb::Quota {
+            name: "p2".into(),
+            max_files: 5000,
+            ..Default::default()
+        }),
+        _ => None,
+    }
+}
+
+fn job_not_found(id: u64) -> Status {
+    Status::not_found(format!("job {id} does not exist (see `gpair job ls`)"))
 }
 
 fn not_found(kind: &str, name: &str) -> Status {
@@ -305,6 +452,198 @@ impl Admin for FakeAdmin {
             catalog_path: "/var/lib/gpair/catalog".into(),
         }))
     }
+
+    async fn migrate(&self, r: Request<pb::MigrateRequest>) -> Result<Response<pb::Job>, Status> {
+        let r = r.into_inner();
+        self.record(Call::Migrate(r.clone()));
+        queue(pb::JobKind::Migrate, r)
+    }
+
+    async fn recall(&self, r: Request<pb::MigrateRequest>) -> Result<Response<pb::Job>, Status> {
+        let r = r.into_inner();
+        self.record(Call::Recall(r.clone()));
+        queue(pb::JobKind::Recall, r)
+    }
+
+    async fn state(
+        &self,
+        r: Request<pb::StateRequest>,
+    ) -> Result<Response<pb::StateResponse>, Status> {
+        let r = r.into_inner();
+        self.record(Call::State(r.clone()));
+        let files = r
+            .paths
+            .into_iter()
+            .map(|path| {
+                if !path.starts_with(b"/srv/share/") {
+                    pb::FileState {
+                        path,
+                        state: pb::TierState::Unmanaged as i32,
+                        detail: "not under any bound share".into(),
+                        ..Default::default()
+                    }
+                } else if path.ends_with(b".bin") {
+                    let key = String::from_utf8_lossy(&path["/srv/share/".len()..]).into_owned();
+                    pb::FileState {
+                        path,
+                        state: pb::TierState::Remote as i32,
+                        gpair: "p1".into(),
+                        west_key: format!("cold/east/{key}"),
+                        size: 3 * MIB,
+                        checksum: "crc32c:1a2b3c4d".into(),
+                        offloaded_at_ms: T0,
+                        ..Default::default()
+                    }
+                } else {
+                    pb::FileState {
+                        path,
+                        state: pb::TierState::Local as i32,
+                        gpair: "p1".into(),
+                        size: 2048,
+                        blocks: 4096,
+                        ..Default::default()
+                    }
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::StateResponse { files }))
+    }
+
+    async fn list_jobs(
+        &self,
+        r: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        self.record(Call::ListJobs(r.into_inner().limit));
+        let jobs = [22, 21]
+            .into_iter()
+            .filter_map(scenario_report)
+            .map(|mut j| {
+                j.files.clear();
+                j
+            })
+            .collect();
+        Ok(Response::new(pb::ListJobsResponse { jobs }))
+    }
+
+    async fn get_job(&self, r: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let r = r.into_inner();
+        self.record(Call::GetJob(r));
+        let mut j = scenario_report(r.id).ok_or_else(|| job_not_found(r.id))?;
+        if r.files_limit != 0 && j.files.len() > r.files_limit as usize {
+            j.files.truncate(r.files_limit as usize);
+            j.files_truncated = true;
+        }
+        Ok(Response::new(j))
+    }
+
+    type WatchJobStream =
+        Pin<Box<dyn futures::Stream<Item = Result<pb::Job, Status>> + Send + 'static>>;
+
+    async fn watch_job(
+        &self,
+        r: Request<pb::GetJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let id = r.into_inner().id;
+        self.record(Call::WatchJob(id));
+        let states = scenario(id).ok_or_else(|| job_not_found(id))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            for (i, j) in states.into_iter().enumerate() {
+                // Job 20 goes quiet while it waits for its gpeer, longer than the CLI's 2 s
+                // between plain progress lines.
+                if id == 20 && i == 2 {
+                    tokio::time::sleep(Duration::from_millis(2_500)).await;
+                }
+                if tx.send(Ok(j)).await.is_err() {
+                    return;
+                }
+            }
+            match id {
+                25 => tx.closed().await,
+                26 => {
+                    let _ = tx
+                        .send(Err(Status::unavailable("the backend is shutting down")))
+                        .await;
+                }
+                _ => {}
+            }
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn cancel_job(&self, r: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let id = r.into_inner().id;
+        self.record(Call::CancelJob(id));
+        match id {
+            // Still running: cancellation is under way.
+            25 => Ok(Response::new(scenario_job(25, pb::JobState::Running, 1))),
+            _ => scenario_report(id)
+                .map(|mut j| {
+                    j.files.clear();
+                    Response::new(j)
+                })
+                .ok_or_else(|| job_not_found(id)),
+        }
+    }
+
+    async fn set_quota(
+        &self,
+        r: Request<pb::SetQuotaRequest>,
+    ) -> Result<Response<pb::Quota>, Status> {
+        let r = r.into_inner();
+        self.record(Call::SetQuota(r.clone()));
+        let mut q = quota(&r.name).ok_or_else(|| not_found("gpair", &r.name))?;
+        if let Some(b) = r.max_bytes {
+            q.max_bytes = b;
+        }
+        if let Some(f) = r.max_files {
+            q.max_files = f;
+        }
+        Ok(Response::new(q))
+    }
+
+    async fn get_quotas(
+        &self,
+        r: Request<pb::GetQuotasRequest>,
+    ) -> Result<Response<pb::GetQuotasResponse>, Status> {
+        let name = r.into_inner().name;
+        self.record(Call::GetQuotas(name.clone()));
+        let quotas = match name.as_str() {
+            "" => ["p1", "p2"].into_iter().filter_map(quota).collect(),
+            n => vec![quota(n).ok_or_else(|| not_found("gpair", n))?],
+        };
+        Ok(Response::new(pb::GetQuotasResponse { quotas }))
+    }
+}
+
+/// Migrate and Recall: refuse a directory without `--recursive`, else queue the job the
+/// paths name.
+fn queue(kind: pb::JobKind, r: pb::MigrateRequest) -> Result<Response<pb::Job>, Status> {
+    if let Some(dir) = r.paths.iter().find(|p| p.ends_with(b"/dir")) {
+        if !r.recursive {
+            return Err(Status::invalid_argument(format!(
+                "{} is a directory: pass --recursive",
+                String::from_utf8_lossy(dir)
+            )));
+        }
+    }
+    let named = |word: &str| {
+        r.paths
+            .iter()
+            .any(|p| String::from_utf8_lossy(p).contains(word))
+    };
+    let id = match kind {
+        _ if named("waits") => 20,
+        _ if named("done") => 21,
+        _ if named("fail") => 22,
+        _ if named("cancel") => 23,
+        pb::JobKind::Recall => 18,
+        _ => 17,
+    };
+    Ok(Response::new(job(id, kind, r.paths, r.recursive)))
 }
 
 /// A running fake backend; stops when dropped.
@@ -390,6 +729,11 @@ struct Cmd {
 }
 
 fn gpair(args: &[&str]) -> Cmd {
+    gpair_os(args.iter().map(OsStr::new))
+}
+
+/// Like [`gpair`], with arguments that need not be UTF-8.
+fn gpair_os<'a>(args: impl IntoIterator<Item = &'a OsStr>) -> Cmd {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gpair"));
     cmd.args(args)
         .stdin(Stdio::null())
@@ -1111,6 +1455,823 @@ async fn status_table_json_and_env_socket() {
     assert_eq!(fake.calls(), vec![Call::Status, Call::Status]);
 }
 
+// ---------------------------------------------------------------- migrate, recall, state
+
+#[tokio::test]
+async fn migrate_sends_paths_made_absolute_against_cwd() {
+    let fake = Fake::start().await;
+    let cwd = fake.dir.path().join("work");
+    std::fs::create_dir(&cwd).expect("mkdir");
+    // A symlink in the way is not resolved: the backend resolves paths on east.
+    std::os::unix::fs::symlink("/elsewhere", cwd.join("link")).expect("symlink");
+    let sock = fake.socket.to_str().expect("utf-8");
+    let run = gpair(&[
+        "--backend",
+        sock,
+        "migrate",
+        "a.bin",
+        "./sub/../b.bin",
+        "link/c",
+        "/srv/share//d/.",
+        "-r",
+    ])
+    .env_clear_gpair()
+    .cwd(&cwd)
+    .run()
+    .await;
+    run.assert_ok();
+    let cwd_s = cwd.to_str().expect("utf-8");
+    let want = vec![
+        format!("{cwd_s}/a.bin").into_bytes(),
+        format!("{cwd_s}/sub/../b.bin").into_bytes(),
+        format!("{cwd_s}/link/c").into_bytes(),
+        b"/srv/share/d".to_vec(),
+    ];
+    assert_eq!(
+        fake.calls(),
+        vec![Call::Migrate(pb::MigrateRequest {
+            paths: want,
+            recursive: true,
+        })]
+    );
+    assert_eq!(
+        run.stdout,
+        format!(
+            "queued migrate job 17 (follow it with `gpair job watch 17`)\n\
+             job:       17\n\
+             kind:      migrate\n\
+             state:     queued\n\
+             selection: {cwd_s}/a.bin, {cwd_s}/sub/../b.bin, {cwd_s}/link/c, /srv/share/d (recursive)\n\
+             gpairs:    p1\n\
+             created:   2024-05-01T12:00:00Z\n"
+        )
+    );
+}
+
+#[tokio::test]
+async fn migrate_and_recall_json() {
+    let fake = Fake::start().await;
+    let run = fake
+        .gpair(&["--output", "json", "recall", "/srv/share/x", "/srv/share/y"])
+        .await;
+    run.assert_ok();
+    let j = run.json();
+    assert_eq!(j["id"], 18);
+    assert_eq!(j["kind"], "recall");
+    assert_eq!(j["state"], "queued");
+    assert_eq!(j["recursive"], false);
+    assert_eq!(j["paths"], json!(["/srv/share/x", "/srv/share/y"]));
+    assert_eq!(
+        j["paths_b64"],
+        json!(["L3Nydi9zaGFyZS94", "L3Nydi9zaGFyZS95"])
+    );
+    assert_eq!(j["files"], json!([]));
+    assert_eq!(j["created_at_ms"], T0);
+
+    let run = fake
+        .gpair(&["migrate", "/srv/share/q", "--output", "json"])
+        .await;
+    run.assert_ok();
+    assert_eq!(run.json()["kind"], "migrate");
+    assert_eq!(run.json()["id"], 17);
+}
+
+#[tokio::test]
+async fn recall_of_a_directory_needs_recursive() {
+    let fake = Fake::start().await;
+    fake.gpair(&["recall", "/srv/share/dir"])
+        .await
+        .assert_error(1, "gpair: /srv/share/dir is a directory: pass --recursive");
+    let run = fake
+        .gpair(&["recall", "--recursive", "/srv/share/dir/"])
+        .await;
+    run.assert_ok();
+    assert!(
+        run.stdout
+            .starts_with("queued recall job 18 (follow it with `gpair job watch 18`)\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("\nselection: /srv/share/dir/ (recursive)\n"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        fake.calls(),
+        vec![
+            Call::Recall(pb::MigrateRequest {
+                paths: vec![b"/srv/share/dir".to_vec()],
+                recursive: false,
+            }),
+            // The trailing `/` travels: on east it means "the directory", symlink or not.
+            Call::Recall(pb::MigrateRequest {
+                paths: vec![b"/srv/share/dir/".to_vec()],
+                recursive: true,
+            }),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn state_table_and_json_with_a_non_utf8_name() {
+    let fake = Fake::start().await;
+    let cwd = fake.dir.path().join("share");
+    std::fs::create_dir(&cwd).expect("mkdir");
+    let sock = fake.socket.as_os_str();
+    let run = gpair_os([
+        OsStr::new("--backend"),
+        sock,
+        OsStr::new("state"),
+        OsStr::new("/srv/share/big.bin"),
+        OsStr::new("/srv/share/notes.txt"),
+        OsStr::from_bytes(b"r\xe9sum\xe9"),
+    ])
+    .env_clear_gpair()
+    .cwd(&cwd)
+    .run()
+    .await;
+    run.assert_ok();
+    let cwd_s = cwd.to_str().expect("utf-8");
+    let mut raw = format!("{cwd_s}/").into_bytes();
+    raw.extend_from_slice(b"r\xe9sum\xe9");
+    assert_eq!(
+        fake.calls(),
+        vec![Call::State(pb::StateRequest {
+            paths: vec![
+                b"/srv/share/big.bin".to_vec(),
+                b"/srv/share/notes.txt".to_vec(),
+                raw.clone(),
+            ],
+        })]
+    );
+    let odd = format!("{cwd_s}/r\\xe9sum\\xe9");
+    let w = odd.len();
+    assert_eq!(
+        run.stdout,
+        format!(
+            "{:w$}  STATE      GPAIR     SIZE  ON-EAST  CHECKSUM         WEST-KEY           DETAIL\n\
+             {:w$}  remote     p1     3.0 MiB      0 B  crc32c:1a2b3c4d  cold/east/big.bin  offloaded 2024-05-01T12:00:00Z\n\
+             {:w$}  local      p1     2.0 KiB  4.0 KiB  -                -                  -\n\
+             {odd}  unmanaged  -          0 B      0 B  -                -                  not under any bound share\n",
+            "PATH", "/srv/share/big.bin", "/srv/share/notes.txt"
+        )
+    );
+
+    let run = gpair_os([
+        OsStr::new("--backend"),
+        sock,
+        OsStr::new("--output"),
+        OsStr::new("json"),
+        OsStr::new("state"),
+        OsStr::new("/srv/share/big.bin"),
+        OsStr::from_bytes(b"/tmp/\xff"),
+    ])
+    .env_clear_gpair()
+    .run()
+    .await;
+    run.assert_ok();
+    assert_eq!(
+        run.json(),
+        json!([
+            {
+                "path": "/srv/share/big.bin",
+                "path_b64": "L3Nydi9zaGFyZS9iaWcuYmlu",
+                "state": "remote",
+                "gpair": "p1",
+                "west_key": "cold/east/big.bin",
+                "size": 3 * MIB,
+                "checksum": "crc32c:1a2b3c4d",
+                "detail": "",
+                "offloaded_at_ms": T0,
+                "job_id": 0,
+                "blocks": 0,
+            },
+            {
+                "path": "/tmp/\u{fffd}",
+                "path_b64": "L3RtcC//",
+                "state": "unmanaged",
+                "gpair": "",
+                "west_key": "",
+                "size": 0,
+                "checksum": "",
+                "detail": "not under any bound share",
+                "offloaded_at_ms": 0,
+                "job_id": 0,
+                "blocks": 0,
+            },
+        ])
+    );
+}
+
+#[tokio::test]
+async fn bad_paths_and_ids_exit_2_without_contacting_the_backend() {
+    let fake = Fake::start().await;
+    fake.gpair(&["migrate", ""])
+        .await
+        .assert_error(2, "gpair: PATH: path number 1 is empty");
+    fake.gpair(&["recall", "/srv/a", "", "-r"])
+        .await
+        .assert_error(2, "gpair: PATH: path number 2 is empty");
+    fake.gpair(&["state", "/srv/a", ""])
+        .await
+        .assert_error(2, "gpair: PATH: path number 2 is empty");
+    for args in [
+        &["migrate"][..],
+        &["recall", "--wait"],
+        &["state"],
+        &["job", "show"],
+        &["job", "ls", "--limit", "0"],
+        &["job", "show", "3", "--files-limit", "x"],
+        &["migrate", "/srv/a", "--bogus"],
+    ] {
+        let run = fake.gpair(args).await;
+        assert_eq!(run.code, 2, "{args:?}: {run:#?}");
+        assert_eq!(run.stdout, "", "{args:?}");
+        assert!(run.stderr.starts_with("error: "), "{args:?}: {run:#?}");
+    }
+    fake.gpair(&["job", "show", "abc"]).await.assert_error(
+        2,
+        "gpair: ID: \"abc\" is not a job id (a number, as `gpair job ls` shows)",
+    );
+    fake.gpair(&["job", "watch", "0"])
+        .await
+        .assert_error(2, "gpair: ID: job ids start at 1");
+    fake.gpair(&["job", "cancel", "--", "-4"])
+        .await
+        .assert_error(
+            2,
+            "gpair: ID: \"-4\" is not a job id (a number, as `gpair job ls` shows)",
+        );
+    assert_eq!(fake.calls(), vec![]);
+}
+
+// ---------------------------------------------------------------- waiting for jobs
+
+const REPORT_21: &str = "\
+job:         21
+kind:        migrate
+state:       done
+selection:   /srv/share/job21 (recursive)
+gpairs:      p1
+created:     2024-05-01T12:00:00Z
+started:     2024-05-01T12:00:01Z (after 1s queued)
+finished:    2024-05-01T12:01:01Z (ran 1m 0s)
+files:       3 (3.0 MiB)
+done:        2 (2.0 MiB)
+failed:      0
+skipped:     0
+no-op:       1
+dirty:       0
+cancelled:   0
+backlog:     0
+rate:        34.1 KiB/s average
+waiting for: -
+";
+
+/// Every stderr line is a plain progress line of job `id` (stderr is not a terminal here),
+/// the first one showing it running; `error` is the last line, if any.
+fn assert_plain_progress(run: &Run, id: u64, error: Option<&str>) {
+    let mut lines: Vec<&str> = run.stderr.lines().collect();
+    if let Some(e) = error {
+        assert_eq!(lines.pop(), Some(e), "{run:#?}");
+    }
+    assert_eq!(
+        lines.first().copied(),
+        Some(
+            format!("job {id}: running, 1/3 files, 0 failed, 1.0/3.0 MiB, ETA 2s, 1.0 MiB/s")
+                .as_str()
+        ),
+        "{run:#?}"
+    );
+    let prefix = format!("job {id}: ");
+    assert!(lines.iter().all(|l| l.starts_with(&prefix)), "{run:#?}");
+    assert!(!run.stderr.contains('\r'), "{run:#?}");
+}
+
+#[tokio::test]
+async fn migrate_wait_done_exits_0_with_the_report() {
+    let fake = Fake::start().await;
+    let run = fake
+        .gpair(&["migrate", "--wait", "-r", "/srv/share/done"])
+        .await;
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(run.stdout, REPORT_21);
+    assert_plain_progress(&run, 21, None);
+    assert_eq!(
+        fake.calls(),
+        vec![
+            Call::Migrate(pb::MigrateRequest {
+                paths: vec![b"/srv/share/done".to_vec()],
+                recursive: true,
+            }),
+            Call::WatchJob(21),
+            Call::GetJob(pb::GetJobRequest {
+                id: 21,
+                files_limit: 0
+            }),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn wait_json_is_the_finished_job() {
+    let fake = Fake::start().await;
+    let run = fake
+        .gpair(&[
+            "--output",
+            "json",
+            "recall",
+            "--wait",
+            "/srv/share/done.bin",
+        ])
+        .await;
+    assert_eq!(run.code, 0, "{run:#?}");
+    let j = run.json();
+    assert_eq!(j["id"], 21);
+    assert_eq!(j["state"], "done");
+    assert_eq!(j["files_done"], 2);
+    assert_eq!(j["files_noop"], 1);
+    assert_eq!(j["finished_at_ms"], T0 + 61_000);
+    assert_plain_progress(&run, 21, None);
+}
+
+#[tokio::test]
+async fn wait_for_a_failed_job_prints_the_report_then_exits_5() {
+    let fake = Fake::start().await;
+    let run = fake
+        .gpair(&["migrate", "--wait", "/srv/share/fail.bin"])
+        .await;
+    assert_eq!(run.code, 5, "{run:#?}");
+    assert_eq!(
+        run.stdout,
+        "job:         22\n\
+         kind:        migrate\n\
+         state:       failed\n\
+         selection:   /srv/share/job22 (recursive)\n\
+         gpairs:      p1\n\
+         created:     2024-05-01T12:00:00Z\n\
+         started:     2024-05-01T12:00:01Z (after 1s queued)\n\
+         finished:    2024-05-01T12:01:01Z (ran 1m 0s)\n\
+         files:       3 (3.0 MiB)\n\
+         done:        1 (1.0 MiB)\n\
+         failed:      1\n\
+         skipped:     1\n\
+         no-op:       0\n\
+         dirty:       0\n\
+         cancelled:   0\n\
+         backlog:     0\n\
+         rate:        17.1 KiB/s average\n\
+         waiting for: -\n\
+         \n\
+         files (2):\n\
+         PATH                    OUTCOME     SIZE  REASON\n\
+         /srv/share/job22/b.bin  failed   1.0 MiB  west: 403 AccessDenied\n\
+         /srv/share/job22/c\\xff  skipped  1.0 MiB  quota: gpair p1 is full\n"
+    );
+    assert_plain_progress(
+        &run,
+        22,
+        Some("gpair: job 22 failed: 1 of 3 file(s) failed (see the reasons with `gpair job show 22`)"),
+    );
+
+    let run = fake
+        .gpair(&["--output", "json", "job", "watch", "22"])
+        .await;
+    assert_eq!(run.code, 5, "{run:#?}");
+    assert_eq!(run.json()["state"], "failed");
+    assert_eq!(
+        run.json()["files"][1]["path_b64"],
+        "L3Nydi9zaGFyZS9qb2IyMi9j/w=="
+    );
+}
+
+#[tokio::test]
+async fn wait_for_a_cancelled_job_exits_6() {
+    let fake = Fake::start().await;
+    let run = fake
+        .gpair(&["recall", "--wait", "/srv/share/cancel.bin"])
+        .await;
+    assert_eq!(run.code, 6, "{run:#?}");
+    assert!(
+        run.stdout.contains("\nstate:       cancelled\n"),
+        "{run:#?}"
+    );
+    assert!(run.stdout.contains("\ncancelled:   2\n"), "{run:#?}");
+    assert_plain_progress(
+        &run,
+        23,
+        Some("gpair: job 23 was cancelled (2 file(s) left as they were)"),
+    );
+    let run = fake.gpair(&["job", "watch", "23"]).await;
+    assert_eq!(run.code, 6, "{run:#?}");
+}
+
+#[tokio::test]
+async fn watch_shows_what_a_waiting_job_waits_for() {
+    let fake = Fake::start().await;
+    let run = fake.gpair(&["job", "watch", "20"]).await;
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(run.stdout.contains("\nstate:       done\n"), "{run:#?}");
+    assert_plain_progress(&run, 20, None);
+    // The job went quiet while waiting; its state still showed once 2 s had passed.
+    assert!(
+        run.stderr.contains(
+            "\njob 20: waiting for gpeer west1: connect: connection refused, \
+             1/3 files, 0 failed, 1.0/3.0 MiB\n"
+        ),
+        "{run:#?}"
+    );
+    assert_eq!(
+        fake.calls(),
+        vec![
+            Call::WatchJob(20),
+            Call::GetJob(pb::GetJobRequest {
+                id: 20,
+                files_limit: 0
+            }),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_watch_that_ends_early_prints_the_report_and_exits_4() {
+    let fake = Fake::start().await;
+    let run = fake.gpair(&["job", "watch", "24"]).await;
+    assert_eq!(run.code, 4, "{run:#?}");
+    assert!(run.stdout.contains("\nstate:       running\n"), "{run:#?}");
+    assert_plain_progress(
+        &run,
+        24,
+        Some(
+            "gpair: the backend stopped reporting on job 24 while it was running \
+             (follow it again with `gpair job watch 24`)",
+        ),
+    );
+}
+
+#[tokio::test]
+async fn a_broken_watch_exits_3_and_says_the_job_goes_on() {
+    let fake = Fake::start().await;
+    let run = fake.gpair(&["job", "watch", "26"]).await;
+    assert_eq!(run.code, 3, "{run:#?}");
+    assert_eq!(run.stdout, "");
+    assert_plain_progress(
+        &run,
+        26,
+        Some(
+            "gpair: the backend is shutting down (job 26 was not stopped by this; \
+             follow it again with `gpair job watch 26`)",
+        ),
+    );
+    fake.gpair(&["job", "watch", "404"])
+        .await
+        .assert_error(1, "gpair: job 404 does not exist (see `gpair job ls`)");
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_waiting_not_the_job() {
+    let fake = Fake::start().await;
+    let child = gpair(&[
+        "--backend",
+        fake.socket.to_str().expect("utf-8"),
+        "job",
+        "watch",
+        "25",
+    ])
+    .env_clear_gpair()
+    .cmd
+    .spawn()
+    .expect("start gpair");
+    let pid = child.id().expect("pid").to_string();
+    // The CLI takes SIGINT over before it opens the watch.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !fake.calls().contains(&Call::WatchJob(25)) {
+        assert!(tokio::time::Instant::now() < deadline, "no WatchJob call");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("run kill");
+    assert!(kill.success());
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("gpair stops within 30s")
+        .expect("gpair output");
+    assert_eq!(out.status.code(), Some(130), "{out:#?}");
+    assert_eq!(out.stdout, b"");
+    let stderr = String::from_utf8(out.stderr).expect("utf-8");
+    assert!(
+        stderr.ends_with(
+            "gpair: stopped waiting for job 25; it goes on in the backend \
+             (follow it with `gpair job watch 25`, stop it with `gpair job cancel 25`)\n"
+        ),
+        "{stderr}"
+    );
+    assert!(!fake.calls().contains(&Call::CancelJob(25)));
+}
+
+// ---------------------------------------------------------------- jobs
+
+#[tokio::test]
+async fn job_ls_table_and_json() {
+    let fake = Fake::start().await;
+    let run = fake.gpair(&["job", "ls"]).await;
+    run.assert_ok();
+    assert_eq!(
+        run.stdout,
+        "ID  KIND     STATE   CREATED               FILES            BYTES  FAILED\n\
+         22  migrate  failed  2024-05-01T12:00:00Z    3/3  1.0 MiB/3.0 MiB       1\n\
+         21  migrate  done    2024-05-01T12:00:00Z    3/3  2.0 MiB/3.0 MiB       0\n"
+    );
+    let run = fake
+        .gpair(&["job", "ls", "--limit", "5", "--output", "json"])
+        .await;
+    run.assert_ok();
+    let j = run.json();
+    assert_eq!(j.as_array().map(Vec::len), Some(2));
+    assert_eq!(j[0]["id"], 22);
+    assert_eq!(j[0]["state"], "failed");
+    assert_eq!(j[1]["files_noop"], 1);
+    assert_eq!(fake.calls(), vec![Call::ListJobs(0), Call::ListJobs(5)]);
+}
+
+#[tokio::test]
+async fn job_show_lists_files_and_says_when_cut_short() {
+    let fake = Fake::start().await;
+    let run = fake
+        .gpair(&["job", "show", "22", "--files-limit", "1"])
+        .await;
+    run.assert_ok();
+    assert!(
+        run.stdout.ends_with(
+            "\nfiles (showing 1 of 2; raise --files-limit to see more):\n\
+             PATH                    OUTCOME     SIZE  REASON\n\
+             /srv/share/job22/b.bin  failed   1.0 MiB  west: 403 AccessDenied\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    let run = fake.gpair(&["job", "show", "21"]).await;
+    run.assert_ok();
+    assert_eq!(run.stdout, REPORT_21);
+    let run = fake.gpair(&["--output", "json", "job", "show", "22"]).await;
+    run.assert_ok();
+    assert_eq!(
+        run.json()["files"][0],
+        json!({
+            "path": "/srv/share/job22/b.bin",
+            "path_b64": "L3Nydi9zaGFyZS9qb2IyMi9iLmJpbg==",
+            "outcome": "failed",
+            "reason": "west: 403 AccessDenied",
+            "bytes": MIB,
+            "at_ms": T0 + 30_000,
+        })
+    );
+    assert_eq!(run.json()["files_truncated"], false);
+    fake.gpair(&["job", "show", "99"])
+        .await
+        .assert_error(1, "gpair: job 99 does not exist (see `gpair job ls`)");
+    assert_eq!(
+        fake.calls(),
+        vec![
+            Call::GetJob(pb::GetJobRequest {
+                id: 22,
+                files_limit: 1
+            }),
+            Call::GetJob(pb::GetJobRequest {
+                id: 21,
+                files_limit: 0
+            }),
+            Call::GetJob(pb::GetJobRequest {
+                id: 22,
+                files_limit: 0
+            }),
+            Call::GetJob(pb::GetJobRequest {
+                id: 99,
+                files_limit: 0
+            }),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn job_cancel() {
+    let fake = Fake::start().await;
+    let run = fake.gpair(&["job", "cancel", "25"]).await;
+    run.assert_ok();
+    assert!(
+        run.stdout.starts_with(
+            "cancelling job 25: files in flight finish or roll back first \
+             (follow it with `gpair job watch 25`)\njob:         25\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    let run = fake.gpair(&["job", "cancel", "23"]).await;
+    run.assert_ok();
+    assert!(
+        run.stdout.starts_with("cancelled job 23\n"),
+        "{}",
+        run.stdout
+    );
+    let run = fake.gpair(&["job", "cancel", "21"]).await;
+    run.assert_ok();
+    assert!(
+        run.stdout
+            .starts_with("job 21 had already finished (done); nothing to cancel\n"),
+        "{}",
+        run.stdout
+    );
+    let run = fake
+        .gpair(&["--output", "json", "job", "cancel", "23"])
+        .await;
+    run.assert_ok();
+    assert_eq!(run.json()["state"], "cancelled");
+    fake.gpair(&["job", "cancel", "7"])
+        .await
+        .assert_error(1, "gpair: job 7 does not exist (see `gpair job ls`)");
+    assert_eq!(
+        fake.calls(),
+        vec![
+            Call::CancelJob(25),
+            Call::CancelJob(23),
+            Call::CancelJob(21),
+            Call::CancelJob(23),
+            Call::CancelJob(7),
+        ]
+    );
+}
+
+// ---------------------------------------------------------------- quotas
+
+#[tokio::test]
+async fn quota_set_sends_only_the_limits_given() {
+    let fake = Fake::start().await;
+    let run = fake
+        .gpair(&["quota", "set", "p1", "--max-bytes", "20G"])
+        .await;
+    run.assert_ok();
+    assert_eq!(
+        run.stdout,
+        "set the quota of gpair \"p1\"\n\
+         NAME    USED-BYTES/MAX  USED-FILES/MAX  RESERVED\n\
+         p1    3.0 MiB/20.0 GiB          3/none  1.0 MiB in 1 file(s)\n"
+    );
+    let run = fake
+        .gpair(&[
+            "--output",
+            "json",
+            "quota",
+            "set",
+            "p1",
+            "--max-files",
+            "1000",
+            "--max-bytes",
+            "none",
+        ])
+        .await;
+    run.assert_ok();
+    assert_eq!(
+        run.json(),
+        json!({
+            "name": "p1",
+            "max_bytes": 0,
+            "max_files": 1000,
+            "used_bytes": 3 * MIB,
+            "used_files": 3,
+            "reserved_bytes": MIB,
+            "reserved_files": 1,
+        })
+    );
+    fake.gpair(&[
+        "quota",
+        "set",
+        "p1",
+        "--max-bytes",
+        "512KiB",
+        "--max-files",
+        "0",
+    ])
+    .await
+    .assert_ok();
+    fake.gpair(&["quota", "set", "nope", "--max-files", "1"])
+        .await
+        .assert_error(1, "gpair: gpair \"nope\" does not exist (see `gpair ls`)");
+    assert_eq!(
+        fake.calls(),
+        vec![
+            Call::SetQuota(pb::SetQuotaRequest {
+                name: "p1".into(),
+                max_bytes: Some(20 << 30),
+                max_files: None,
+            }),
+            Call::SetQuota(pb::SetQuotaRequest {
+                name: "p1".into(),
+                max_bytes: Some(0),
+                max_files: Some(1000),
+            }),
+            Call::SetQuota(pb::SetQuotaRequest {
+                name: "p1".into(),
+                max_bytes: Some(512 << 10),
+                max_files: Some(0),
+            }),
+            Call::SetQuota(pb::SetQuotaRequest {
+                name: "nope".into(),
+                max_bytes: None,
+                max_files: Some(1),
+            }),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn quota_set_refuses_bad_values() {
+    let fake = Fake::start().await;
+    let run = fake.gpair(&["quota", "set", "p1"]).await;
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("--max-bytes"), "{run:#?}");
+    fake.gpair(&["quota", "set", "p1", "--max-bytes", "1.5G"])
+        .await
+        .assert_error(
+            2,
+            "gpair: --max-bytes: \"1.5G\": use a whole number, e.g. 1536M rather than 1.5G",
+        );
+    fake.gpair(&["quota", "set", "p1", "--max-bytes", "10GB"])
+        .await
+        .assert_error(
+            2,
+            "gpair: --max-bytes: \"10GB\": sizes are powers of 1024; write 10G or 10GiB",
+        );
+    fake.gpair(&["quota", "set", "p1", "--max-bytes", "lots"])
+        .await
+        .assert_error(
+            2,
+            "gpair: --max-bytes: \"lots\" is not a size (use bytes or a whole number with K, M, G, T (or KiB, MiB, GiB, TiB), or none for no limit)",
+        );
+    fake.gpair(&["quota", "set", "p1", "--max-bytes", "99999999T"])
+        .await
+        .assert_error(
+            2,
+            "gpair: --max-bytes: \"99999999T\" is too large (at most 16 EiB)",
+        );
+    fake.gpair(&["quota", "set", "p1", "--max-bytes", "1G", "--max-files=-1"])
+        .await
+        .assert_error(
+            2,
+            "gpair: --max-files: \"-1\" is not a number of files (a whole number, or none for no limit)",
+        );
+    fake.gpair(&["quota", "set", "p/1", "--max-files", "1"])
+        .await
+        .assert_error(
+            2,
+            "gpair: NAME: '/' is not allowed in \"p/1\" (use letters, digits, '_', '.', '-')",
+        );
+    assert_eq!(fake.calls(), vec![]);
+}
+
+#[tokio::test]
+async fn quota_show_one_and_all() {
+    let fake = Fake::start().await;
+    let run = fake.gpair(&["quota", "show"]).await;
+    run.assert_ok();
+    assert_eq!(
+        run.stdout,
+        "NAME    USED-BYTES/MAX  USED-FILES/MAX  RESERVED\n\
+         p1    3.0 MiB/10.0 GiB          3/none  1.0 MiB in 1 file(s)\n\
+         p2            0 B/none          0/5000  -\n"
+    );
+    let run = fake
+        .gpair(&["quota", "show", "p2", "--output", "json"])
+        .await;
+    run.assert_ok();
+    assert_eq!(
+        run.json(),
+        json!([{
+            "name": "p2",
+            "max_bytes": 0,
+            "max_files": 5000,
+            "used_bytes": 0,
+            "used_files": 0,
+            "reserved_bytes": 0,
+            "reserved_files": 0,
+        }])
+    );
+    fake.gpair(&["quota", "show", "nope"])
+        .await
+        .assert_error(1, "gpair: gpair \"nope\" does not exist (see `gpair ls`)");
+    assert_eq!(
+        fake.calls(),
+        vec![
+            Call::GetQuotas(String::new()),
+            Call::GetQuotas("p2".into()),
+            Call::GetQuotas("nope".into()),
+        ]
+    );
+}
+
 // ---------------------------------------------------------------- no backend, bad flags
 
 #[tokio::test]
@@ -1232,6 +2393,7 @@ async fn help_documents_exit_codes() {
         "{}",
         run.stdout
     );
+    assert!(run.stdout.contains("5  a job waited for"), "{}", run.stdout);
     assert!(run.stdout.contains("GPAIR_BACKEND"));
     let run = gpair(&["gpeer", "add", "--help"])
         .env_clear_gpair()

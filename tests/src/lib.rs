@@ -859,6 +859,8 @@ impl Gateway {
 /// A running `gpair-backend` with its own catalog and socket.
 pub struct Backend {
     child: Option<Child>,
+    /// Extra environment of the daemon (e.g. `FAILPOINTS`), applied at every (re)start.
+    pub env: Vec<(String, String)>,
     pub dir: PathBuf,
     pub socket: PathBuf,
     pub catalog: PathBuf,
@@ -888,6 +890,7 @@ impl Backend {
         let log = dir.join("backend.log");
         let mut b = Backend {
             child: None,
+            env: Vec::new(),
             dir,
             socket,
             catalog,
@@ -903,7 +906,8 @@ impl Backend {
         let (child, _) = spawn_until_listening(
             Command::new(bin_path("gpair-backend"))
                 .arg("--config")
-                .arg(&self.config),
+                .arg(&self.config)
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
             &self.log,
             "gpair-backend listening on ",
             Duration::from_secs(60),
@@ -914,6 +918,22 @@ impl Backend {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` for `needle` to appear in the daemon's log.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        poll_until(timeout, || self.log().contains(needle))
+    }
+
+    /// Waits up to `timeout` until `needle` appears at least `count` times in the log.
+    pub fn wait_log_count(&self, needle: &str, count: usize, timeout: Duration) -> bool {
+        poll_until(timeout, || self.log().matches(needle).count() >= count)
+    }
+
+    /// Starts the daemon again after a kill (no SIGTERM first).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the backend is still running");
+        self.spawn();
     }
 
     /// SIGKILL, as a crash.

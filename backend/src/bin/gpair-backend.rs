@@ -11,12 +11,24 @@ use clap::Parser;
 #[command(version, about)]
 struct Args {
     /// TOML config file (see deploy/gpair-backend.toml).
+    #[arg(long, required_unless_present = "features")]
+    config: Option<PathBuf>,
+    /// Print the optional features this build has (e.g. `failpoints`) and exit.
     #[arg(long)]
-    config: PathBuf,
+    features: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let Some(config_path) = args.config.filter(|_| !args.features) else {
+        let features: &[&str] = if cfg!(feature = "failpoints") {
+            &["failpoints"]
+        } else {
+            &[]
+        };
+        println!("{}", features.join(" "));
+        return ExitCode::SUCCESS;
+    };
     // Two TLS crypto providers are linked in (ring for gRPC, aws-lc for the AWS SDK); say which
     // one the gRPC listener uses.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -27,7 +39,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let config = match gpair_backend::config::Config::from_file(&args.config) {
+    let config = match gpair_backend::config::Config::from_file(&config_path) {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };

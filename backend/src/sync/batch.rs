@@ -50,7 +50,9 @@ impl Engine {
         let mut records = Vec::with_capacity(keys.len());
         for key in keys {
             match self.catalog.get::<OutboxRecord>(CF_OUTBOX, &key) {
-                Ok(Some(r)) if matches!(r.op, Op::Rename { .. }) => self.apply(key).await,
+                Ok(Some(r)) if matches!(r.op, Op::Rename { .. } | Op::SetAttr { .. }) => {
+                    self.apply(key).await
+                }
                 Ok(Some(r)) => records.push((key, r)),
                 _ => {
                     lock(&self.queue).finish(&key);
@@ -145,6 +147,7 @@ impl Engine {
         let mut outcomes: Vec<(Vec<u8>, OutboxRecord, Result<(), WestError>)> =
             Vec::with_capacity(planned.len());
         let mut dir_deletes = Vec::new();
+        let mut deleted: Vec<(Vec<u8>, bool)> = Vec::new();
         let mut any_success = false;
         for (plan, (key, record)) in planned {
             let result = match plan {
@@ -180,6 +183,7 @@ impl Engine {
                                     stats.entries.fetch_sub(1, Ordering::Relaxed);
                                 }
                                 batch.delete(CF_ENTRIES, &key);
+                                deleted.push((key[prefix_len..].to_vec(), is_dir));
                                 if is_dir {
                                     dir_deletes.push(key[prefix_len..].to_vec());
                                 }
@@ -193,6 +197,12 @@ impl Engine {
         }
         if let Err(e) = batch.commit() {
             tracing::error!(error = %e, "cannot record synced entries");
+        }
+        for (path, is_dir) in deleted {
+            // An offloaded file's west data went with it: its quota is free.
+            if let Err(e) = self.quotas.forget_path(&self.catalog, gpair, &path, is_dir) {
+                tracing::error!(error = %e, "cannot free the quota of a deleted file");
+            }
         }
         if any_success {
             self.record_success(gpeer);

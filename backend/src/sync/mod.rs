@@ -50,7 +50,51 @@ pub enum Op {
     Delete { is_dir: bool },
     /// Move west's entry (or subtree) from `from` to this path.
     Rename { from: Vec<u8>, is_dir: bool },
+    /// SetAttrObj on the file's west object (DESIGN 4.4). Kept under its own key
+    /// ([`attr_key`]) so it never coalesces with the path's metadata update; a later SetAttr
+    /// of the same file replaces an earlier one not yet applied (the last decision wins).
+    SetAttr { attr: AttrOp },
 }
+
+/// The two SetAttrObj calls, as stored in the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttrOp {
+    /// `ltr_local_to_remote`: west owns the data.
+    Ltr,
+    /// `rtl_remote_to_local`: east owns the data; west keeps a placeholder.
+    Rtl,
+}
+
+impl AttrOp {
+    pub fn west(self) -> crate::west::SetAttr {
+        match self {
+            Self::Ltr => crate::west::SetAttr::LocalToRemote,
+            Self::Rtl => crate::west::SetAttr::RemoteToLocal,
+        }
+    }
+}
+
+/// Suffix that makes a SetAttr record's outbox key (a path never holds a NUL byte).
+const ATTR_SUFFIX: &[u8] = b"\0setattr";
+
+/// The outbox key of a file's SetAttr record: `gpair ‖ 0 ‖ path ‖ 0 ‖ "setattr"`.
+pub fn attr_key(gpair: &str, path: &[u8]) -> Vec<u8> {
+    let mut k = gpair_key(gpair, path);
+    k.extend_from_slice(ATTR_SUFFIX);
+    k
+}
+
+/// The file path of an outbox key's path part, and whether it is a SetAttr record.
+pub fn outbox_path(path: &[u8]) -> (&[u8], bool) {
+    match path.strip_suffix(ATTR_SUFFIX) {
+        Some(p) => (p, true),
+        None => (path, false),
+    }
+}
+
+/// What a waiter of a SetAttr record learns: applied, or the permanent error of an attempt.
+pub type AttrOutcome = Result<(), String>;
 
 /// A durable outbox record (catalog `outbox` CF, key `gpair ‖ 0 ‖ path`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,6 +186,10 @@ struct State {
 
 pub struct Engine {
     pub catalog: Arc<Catalog>,
+    /// West usage per gpair (offloaded files and reservations).
+    pub quotas: crate::tier::quota::Quotas,
+    /// Waiters of SetAttr records, by outbox key.
+    attr_waiters: Mutex<HashMap<ItemKey, Vec<tokio::sync::oneshot::Sender<AttrOutcome>>>>,
     pub config: SyncConfig,
     west_factory: WestFactory,
     state: Mutex<State>,
@@ -178,6 +226,8 @@ impl Engine {
     ) -> Arc<Self> {
         Arc::new(Self {
             catalog,
+            quotas: crate::tier::quota::Quotas::default(),
+            attr_waiters: Mutex::new(HashMap::new()),
             config,
             west_factory,
             state: Mutex::new(State::default()),
@@ -305,9 +355,11 @@ impl Engine {
         }
         let prefix = gpair_key(name, b"");
         lock(&self.queue).remove_prefix(&prefix);
+        self.quotas.forget_gpair(name);
         let catalog = Arc::clone(&self.catalog);
         tokio::task::spawn_blocking(move || {
             catalog.delete_prefix(CF_OUTBOX, &prefix)?;
+            catalog.delete_prefix(crate::catalog::CF_QUOTA, &prefix)?;
             catalog.delete_prefix(CF_ENTRIES, &prefix)
         })
         .await
@@ -443,7 +495,7 @@ impl Engine {
         keys.into_iter()
             .filter_map(|k| {
                 let rec: OutboxRecord = self.catalog.get(CF_OUTBOX, &k).ok().flatten()?;
-                Some((split_gpair_key(&k)?.1.to_vec(), rec))
+                Some((outbox_path(split_gpair_key(&k)?.1).0.to_vec(), rec))
             })
             .collect()
     }
@@ -612,10 +664,25 @@ impl Engine {
             lock(&self.queue).finish(&key);
             return;
         };
-        let result = self
-            .apply_op(&rec, &stats, store.as_ref(), &path, &record.op)
-            .await;
+        let (file_path, is_attr) = outbox_path(&path);
+        let result = match &record.op {
+            Op::SetAttr { attr } if is_attr => {
+                self.apply_setattr(&rec, store.as_ref(), file_path, *attr)
+                    .await
+            }
+            op => {
+                self.apply_op(&rec, &stats, store.as_ref(), file_path, op)
+                    .await
+            }
+        };
         let gpeer = rec.gpeer.clone();
+        if is_attr {
+            match &result {
+                Ok(()) => self.notify_attr(&key, Ok(())),
+                Err(SyncError::West(e)) if !e.is_permanent() => {}
+                Err(e) => self.notify_attr(&key, Err(e.to_string())),
+            }
+        }
         match result {
             Ok(()) => {
                 self.record_success(&gpeer);
@@ -689,6 +756,8 @@ impl Engine {
                 match west.rename(&rec.bucket, &from_key, &to_key, *is_dir).await {
                     Ok(()) => {
                         self.move_entries(&rec.name, from, path, *is_dir)?;
+                        self.quotas
+                            .move_path(&self.catalog, &rec.name, from, path, *is_dir)?;
                         match east {
                             Some(meta) => self.put_entry(rec, stats, west, path, &meta).await,
                             None => Ok(()),
@@ -716,7 +785,7 @@ impl Engine {
                 let is_dir = match (op, &known) {
                     (_, Some(r)) => r.meta.kind == EntryKind::Dir,
                     (Op::Delete { is_dir } | Op::Rename { is_dir, .. }, None) => *is_dir,
-                    (Op::Put, None) => return Ok(()), // never synced, already gone
+                    (Op::Put | Op::SetAttr { .. }, None) => return Ok(()), // never synced, already gone
                 };
                 west.delete_entry(&rec.bucket, &west_key(&rec.prefix, path), is_dir)
                     .await?;
@@ -724,6 +793,9 @@ impl Engine {
                     self.catalog.delete(CF_ENTRIES, &key)?;
                     stats.entries.fetch_sub(1, Ordering::Relaxed);
                 }
+                // An offloaded file's west data went with it: its quota is free.
+                self.quotas
+                    .forget_path(&self.catalog, &rec.name, path, is_dir)?;
                 if is_dir {
                     // Whatever west still has under it goes too.
                     self.delete_subtree_children(rec, path)?;
@@ -731,6 +803,130 @@ impl Engine {
                 Ok(())
             }
         }
+    }
+
+    /// SetAttrObj for one file. A released (rtl) object that is gone needs nothing more.
+    async fn apply_setattr(
+        &self,
+        rec: &GpairRecord,
+        west: &dyn WestStore,
+        path: &[u8],
+        attr: AttrOp,
+    ) -> Result<(), SyncError> {
+        let key = west_key(&rec.prefix, path);
+        match west
+            .set_attr(&rec.bucket, &key, attr.west(), &rec.gpair_value)
+            .await
+        {
+            Err(e) if e.is_permanent() && attr == AttrOp::Rtl => {
+                match west.head(&rec.bucket, &key, false).await? {
+                    None => Ok(()),
+                    Some(_) => Err(e.into()),
+                }
+            }
+            r => Ok(r?),
+        }
+    }
+
+    fn notify_attr(&self, key: &[u8], outcome: AttrOutcome) {
+        let waiters = lock(&self.attr_waiters).remove(key).unwrap_or_default();
+        for w in waiters {
+            let _ = w.send(outcome.clone());
+        }
+    }
+
+    /// Queues SetAttrObj for a file (durable, retried until applied) without waiting.
+    pub fn enqueue_setattr(&self, gpair: &str, path: &[u8], attr: AttrOp) -> Result<(), SyncError> {
+        let key = attr_key(gpair, path);
+        self.enqueue_key(gpair, key, Op::SetAttr { attr }, 0)
+    }
+
+    /// Queues SetAttrObj for a file and waits for the outcome of its first completed
+    /// attempt: applied, or a permanent error. Transient failures are retried by the outbox
+    /// while this waits (the gpeer's health shows why).
+    pub async fn setattr_and_wait(
+        &self,
+        gpair: &str,
+        path: &[u8],
+        attr: AttrOp,
+        cancel: &CancellationToken,
+    ) -> Result<AttrOutcome, SyncError> {
+        let key = attr_key(gpair, path);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        lock(&self.attr_waiters)
+            .entry(key.clone())
+            .or_default()
+            .push(tx);
+        if let Err(e) = self.enqueue_key(gpair, key.clone(), Op::SetAttr { attr }, 0) {
+            lock(&self.attr_waiters).remove(&key);
+            return Err(e);
+        }
+        tokio::select! {
+            r = rx => Ok(r.unwrap_or_else(|_| Err("the outbox dropped the update (gpair unbound?)".into()))),
+            () = cancel.cancelled() => Ok(Err("cancelled".into())),
+        }
+    }
+
+    /// Writes one outbox record under an explicit key and schedules it.
+    fn enqueue_key(
+        &self,
+        gpair: &str,
+        key: ItemKey,
+        op: Op,
+        delay_ms: i64,
+    ) -> Result<(), SyncError> {
+        let Some(gpeer) = self.gpeer_of(gpair) else {
+            return Err(SyncError::West(WestError::permanent(format!(
+                "gpair {gpair} is not bound"
+            ))));
+        };
+        let now = now_ms();
+        let rec = OutboxRecord {
+            op,
+            attempts: 0,
+            last_error: None,
+            next_due_ms: now + delay_ms,
+            enqueued_ms: now,
+        };
+        let mut q = lock(&self.queue);
+        self.catalog.put(CF_OUTBOX, &key, &rec)?;
+        q.set_failing(&key, false);
+        q.schedule(&gpeer, key, rec.next_due_ms, None);
+        drop(q);
+        self.wake.notify_waiters();
+        Ok(())
+    }
+
+    /// Whether a SetAttr record of the file is still queued.
+    pub fn setattr_pending(&self, gpair: &str, path: &[u8]) -> bool {
+        self.catalog
+            .get_raw(CF_OUTBOX, &attr_key(gpair, path))
+            .ok()
+            .flatten()
+            .is_some()
+    }
+
+    // ------------------------------------------------------------ gpeer health, for migration
+
+    /// Until when a gpeer's work is paused after transient failures (0 = not paused).
+    pub fn paused_until(&self, gpeer: &str) -> i64 {
+        lock(&self.state)
+            .gpeers
+            .get(gpeer)
+            .map_or(0, |g| g.health.paused_until_ms)
+    }
+
+    /// The gpeer's store (rebuilt first after a transient failure).
+    pub fn store(&self, gpeer: &str) -> Option<Arc<dyn WestStore>> {
+        self.store_for(gpeer)
+    }
+
+    pub fn report_transient(&self, gpeer: &str, err: &WestError) {
+        self.record_transient(gpeer, err);
+    }
+
+    pub fn report_success(&self, gpeer: &str) {
+        self.record_success(gpeer);
     }
 
     async fn put_entry(

@@ -29,6 +29,8 @@ pub mod meta_names {
     pub const INO: &str = "gpair-ino";
     pub const SYMLINK: &str = "gpair-symlink";
     pub const RDEV: &str = "gpair-rdev";
+    /// CRC32C of a file's whole data, 8 lower-case hex digits (set by an offload).
+    pub const CRC32C: &str = "gpair-crc32c";
     pub const PATH: &str = super::PATH_META;
 }
 
@@ -79,7 +81,7 @@ pub trait PlainOps: Send + Sync + 'static {
 /// keys (`dir/` for markers). Every method maps "not found" the way its doc says and
 /// classifies every other failure.
 #[async_trait]
-pub trait ObjectOps: PlainOps {
+pub trait ObjectOps: PlainOps + super::data::DataOps {
     fn dialect(&self) -> Dialect;
     /// Whether [`ObjectOps::move_native`] is available (one request moves a whole prefix).
     fn native_rename(&self) -> bool {
@@ -269,6 +271,10 @@ pub fn west_entry(key: String, rel_path: Vec<u8>, is_dir: bool, info: &ObjInfo) 
             .or_else(|| info.meta.get(n::GPAIR_MTIME))
             .and_then(|v| parse_mtime(v)),
         symlink_target: info.meta.get(n::SYMLINK).and_then(|v| unb64(v)),
+        crc32c: info
+            .meta
+            .get(n::CRC32C)
+            .and_then(|v| u32::from_str_radix(v.trim(), 16).ok()),
     }
 }
 
@@ -289,8 +295,10 @@ impl<O: ObjectOps> EntryStore<O> {
     /// Whether the existing object at a file's key holds the west copy of this very east
     /// file (west owns the data: gpair-name NULL, same inode, same size). A metadata update
     /// must then keep the data instead of writing a placeholder over it.
+    /// The same holds for data an offload has uploaded but not yet marked as west's (gpair-name
+    /// still set, data present).
     fn holds_owned_data(existing: &ObjInfo, meta: &EntryMeta) -> bool {
-        existing.gpair_name.is_none()
+        (existing.gpair_name.is_none() || existing.data_len > 0)
             && existing.data_len == meta.size
             && existing.meta.get(meta_names::INO).map(|v| v.trim())
                 == Some(meta.ino.to_string().as_str())
@@ -298,6 +306,26 @@ impl<O: ObjectOps> EntryStore<O> {
                 .meta
                 .get(meta_names::KIND)
                 .is_none_or(|k| k == EntryKind::File.as_str())
+    }
+
+    /// The object key and metadata of a file's data upload.
+    fn data_target(
+        key: &WestKey,
+        meta: &EntryMeta,
+        crc32c: u32,
+    ) -> Result<(String, BTreeMap<String, String>), WestError> {
+        if key.key.is_empty() || meta.kind != EntryKind::File {
+            return Err(WestError::permanent(format!(
+                "only regular files carry data to west ({:?} is a {})",
+                key.key,
+                meta.kind.as_str()
+            )));
+        }
+        let obj = key.object_key(false);
+        let mut md = entry_metadata(meta, key);
+        md.insert(meta_names::CRC32C.into(), format!("{crc32c:08x}"));
+        check_metadata_size(&md, &obj)?;
+        Ok((obj, md))
     }
 
     /// Re-creates the object at `src` under `dst` (with `dst`'s recorded path), then deletes
@@ -645,9 +673,20 @@ impl<O: ObjectOps> WestStore for EntryStore<O> {
                 }
                 match self.ops.head_object(bucket, &obj).await? {
                     Some(existing) if Self::holds_owned_data(&existing, meta) => {
-                        // A stub's metadata changed: update it in place, keep west's data.
+                        // A stub's metadata changed: update it in place, keep west's data,
+                        // its checksum and its gpair-name.
+                        let mut md = md;
+                        if let Some(c) = existing.meta.get(meta_names::CRC32C) {
+                            md.insert(meta_names::CRC32C.into(), c.clone());
+                        }
                         self.ops
-                            .copy_object(bucket, &obj, &obj, existing.data_len, Some((&md, None)))
+                            .copy_object(
+                                bucket,
+                                &obj,
+                                &obj,
+                                existing.data_len,
+                                Some((&md, existing.gpair_name.as_deref())),
+                            )
                             .await
                     }
                     _ => {
@@ -783,6 +822,81 @@ impl<O: ObjectOps> WestStore for EntryStore<O> {
             )));
         }
         self.ops.set_attr(bucket, &key.key, attr, gpair_value).await
+    }
+
+    async fn put_file(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        body: bytes::Bytes,
+        meta: &EntryMeta,
+        crc32c: u32,
+        gpair_value: &str,
+    ) -> Result<String, WestError> {
+        let (obj, md) = Self::data_target(key, meta, crc32c)?;
+        self.ops
+            .put_data(bucket, &obj, body, &md, Some(gpair_value), crc32c)
+            .await
+    }
+
+    async fn start_upload(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        meta: &EntryMeta,
+        crc32c: u32,
+        gpair_value: &str,
+    ) -> Result<String, WestError> {
+        let (obj, md) = Self::data_target(key, meta, crc32c)?;
+        self.ops
+            .create_upload(bucket, &obj, &md, Some(gpair_value))
+            .await
+    }
+
+    async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        upload_id: &str,
+        number: i32,
+        body: bytes::Bytes,
+    ) -> Result<String, WestError> {
+        self.ops
+            .upload_part(bucket, &key.object_key(false), upload_id, number, body)
+            .await
+    }
+
+    async fn finish_upload(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        upload_id: &str,
+        parts: &[(i32, String)],
+    ) -> Result<String, WestError> {
+        self.ops
+            .complete_upload(bucket, &key.object_key(false), upload_id, parts)
+            .await
+    }
+
+    async fn abort_uploads(&self, bucket: &str, key: &WestKey) -> Result<usize, WestError> {
+        let obj = key.object_key(false);
+        let ids = self.ops.uploads_of(bucket, &obj).await?;
+        for id in &ids {
+            self.ops.abort_upload(bucket, &obj, id).await?;
+        }
+        Ok(ids.len())
+    }
+
+    async fn read_range(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        start: u64,
+        len: u64,
+    ) -> Result<bytes::Bytes, WestError> {
+        self.ops
+            .get_range(bucket, &key.object_key(false), start, len)
+            .await
     }
 }
 

@@ -242,6 +242,88 @@ impl<S: WestStore + ?Sized> WestStore for FaultyWest<S> {
         let r = self.inner.set_attr(bucket, key, attr, gpair_value).await;
         self.after(lose, "set_attr", r)
     }
+
+    async fn put_file(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        body: bytes::Bytes,
+        meta: &EntryMeta,
+        crc32c: u32,
+        gpair_value: &str,
+    ) -> Result<String, WestError> {
+        let lose = self.before("put_file", &[&key.key]).await?;
+        let r = self
+            .inner
+            .put_file(bucket, key, body, meta, crc32c, gpair_value)
+            .await;
+        self.after(lose, "put_file", r)
+    }
+
+    async fn start_upload(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        meta: &EntryMeta,
+        crc32c: u32,
+        gpair_value: &str,
+    ) -> Result<String, WestError> {
+        let lose = self.before("start_upload", &[&key.key]).await?;
+        let r = self
+            .inner
+            .start_upload(bucket, key, meta, crc32c, gpair_value)
+            .await;
+        self.after(lose, "start_upload", r)
+    }
+
+    async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        upload_id: &str,
+        number: i32,
+        body: bytes::Bytes,
+    ) -> Result<String, WestError> {
+        let lose = self.before("upload_part", &[&key.key]).await?;
+        let r = self
+            .inner
+            .upload_part(bucket, key, upload_id, number, body)
+            .await;
+        self.after(lose, "upload_part", r)
+    }
+
+    async fn finish_upload(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        upload_id: &str,
+        parts: &[(i32, String)],
+    ) -> Result<String, WestError> {
+        let lose = self.before("finish_upload", &[&key.key]).await?;
+        let r = self
+            .inner
+            .finish_upload(bucket, key, upload_id, parts)
+            .await;
+        self.after(lose, "finish_upload", r)
+    }
+
+    async fn abort_uploads(&self, bucket: &str, key: &WestKey) -> Result<usize, WestError> {
+        let lose = self.before("abort_uploads", &[&key.key]).await?;
+        let r = self.inner.abort_uploads(bucket, key).await;
+        self.after(lose, "abort_uploads", r)
+    }
+
+    async fn read_range(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        start: u64,
+        len: u64,
+    ) -> Result<bytes::Bytes, WestError> {
+        let lose = self.before("read_range", &[&key.key]).await?;
+        let r = self.inner.read_range(bucket, key, start, len).await;
+        self.after(lose, "read_range", r)
+    }
 }
 
 #[cfg(test)]

@@ -54,6 +54,11 @@ impl SdkBacked for GatewayOps {
     }
 }
 
+crate::sdk_data_ops!(GatewayOps, |v: &str| super::data::NameAttach::Header(
+    GPAIR_NAME_HEADER,
+    encode_header_value(v)
+));
+
 impl GatewayOps {
     /// Sends a gpair extension: a PutObject of `key` turned into `POST …?{ext}` with `headers`,
     /// before signing. Returns the classified failure so callers can look at the code.

@@ -34,6 +34,15 @@ type Buckets = BTreeMap<String, BTreeMap<String, MemObject>>;
 pub struct MemoryOps {
     dialect: Dialect,
     buckets: Mutex<Buckets>,
+    uploads: Mutex<BTreeMap<String, MemUpload>>,
+}
+
+/// A multipart upload in progress.
+struct MemUpload {
+    bucket: String,
+    key: String,
+    template: MemObject,
+    parts: BTreeMap<i32, Vec<u8>>,
 }
 
 /// A [`super::WestStore`] in memory.
@@ -55,6 +64,7 @@ impl EntryStore<MemoryOps> {
         EntryStore::from_ops(MemoryOps {
             dialect,
             buckets: Mutex::new(BTreeMap::new()),
+            uploads: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -144,6 +154,20 @@ fn keys_with_prefix(objects: &BTreeMap<String, MemObject>, prefix: &str) -> Vec<
 }
 
 impl MemoryOps {
+    /// Replaces an object behind the entry layer's back (tests of corruption and loss).
+    pub fn insert_object(&self, bucket: &str, key: &str, obj: MemObject) {
+        if let Some(b) = self.lock().get_mut(bucket) {
+            b.insert(key.to_owned(), obj);
+        }
+    }
+
+    /// Removes an object behind the entry layer's back.
+    pub fn remove_object(&self, bucket: &str, key: &str) {
+        if let Some(b) = self.lock().get_mut(bucket) {
+            b.remove(key);
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Buckets> {
         self.buckets.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -154,6 +178,164 @@ impl MemoryOps {
         check_writable(objects, key)?;
         objects.insert(key.to_owned(), obj);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl super::data::DataOps for MemoryOps {
+    async fn put_data(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: bytes::Bytes,
+        meta: &BTreeMap<String, String>,
+        gpair_name: Option<&str>,
+        crc32c: u32,
+    ) -> Result<String, WestError> {
+        if crc32c::crc32c(&body) != crc32c {
+            return Err(WestError::permanent(format!(
+                "memory west: BadDigest: {key}: the body does not match x-amz-checksum-crc32c"
+            )));
+        }
+        let etag = format!("{:08x}", crc32c::crc32c(&body));
+        self.insert(
+            bucket,
+            key,
+            MemObject {
+                data: body.to_vec(),
+                meta: meta.clone(),
+                gpair_name: gpair_name.map(str::to_owned),
+                placeholder: false,
+            },
+        )?;
+        Ok(etag)
+    }
+
+    async fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        meta: &BTreeMap<String, String>,
+        gpair_name: Option<&str>,
+    ) -> Result<String, WestError> {
+        if !self.lock().contains_key(bucket) {
+            return Err(no_bucket(bucket));
+        }
+        let mut uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+        let id = format!("mem-{}", uploads.len() + 1);
+        uploads.insert(
+            id.clone(),
+            MemUpload {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                template: MemObject {
+                    data: Vec::new(),
+                    meta: meta.clone(),
+                    gpair_name: gpair_name.map(str::to_owned),
+                    placeholder: false,
+                },
+                parts: BTreeMap::new(),
+            },
+        );
+        Ok(id)
+    }
+
+    async fn upload_part(
+        &self,
+        _bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: bytes::Bytes,
+    ) -> Result<String, WestError> {
+        let mut uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+        let u = uploads
+            .get_mut(upload_id)
+            .filter(|u| u.key == key)
+            .ok_or_else(|| {
+                WestError::permanent(format!("memory west: NoSuchUpload: {upload_id}"))
+            })?;
+        let etag = format!("{:08x}", crc32c::crc32c(&body));
+        u.parts.insert(number, body.to_vec());
+        Ok(etag)
+    }
+
+    async fn complete_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[(i32, String)],
+    ) -> Result<String, WestError> {
+        let u = self
+            .uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(upload_id)
+            .filter(|u| u.key == key && u.bucket == bucket)
+            .ok_or_else(|| {
+                WestError::permanent(format!("memory west: NoSuchUpload: {upload_id}"))
+            })?;
+        let mut obj = u.template;
+        for (n, _) in parts {
+            let part = u
+                .parts
+                .get(n)
+                .ok_or_else(|| WestError::permanent(format!("memory west: InvalidPart: {n}")))?;
+            obj.data.extend_from_slice(part);
+        }
+        let etag = format!("{:08x}-{}", crc32c::crc32c(&obj.data), parts.len());
+        self.insert(bucket, key, obj)?;
+        Ok(etag)
+    }
+
+    async fn abort_upload(
+        &self,
+        _bucket: &str,
+        _key: &str,
+        upload_id: &str,
+    ) -> Result<(), WestError> {
+        self.uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(upload_id);
+        Ok(())
+    }
+
+    async fn uploads_of(&self, bucket: &str, key: &str) -> Result<Vec<String>, WestError> {
+        Ok(self
+            .uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, u)| u.bucket == bucket && u.key == key)
+            .map(|(id, _)| id.clone())
+            .collect())
+    }
+
+    async fn get_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        start: u64,
+        len: u64,
+    ) -> Result<bytes::Bytes, WestError> {
+        let g = self.lock();
+        let obj = g
+            .get(bucket)
+            .ok_or_else(|| no_bucket(bucket))?
+            .get(key)
+            .ok_or_else(|| WestError::permanent(format!("memory west: NoSuchKey: {key}")))?;
+        let end = start.saturating_add(len);
+        if end > obj.data.len() as u64 {
+            return Err(WestError::permanent(format!(
+                "memory west: InvalidRange: {key} holds {} bytes",
+                obj.data.len()
+            )));
+        }
+        Ok(bytes::Bytes::copy_from_slice(
+            &obj.data[start as usize..end as usize],
+        ))
     }
 }
 

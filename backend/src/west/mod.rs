@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use crate::entry::EntryMeta;
 
 pub mod batch;
+pub mod data;
 pub mod entries;
 pub mod fault;
 pub mod gateway;
@@ -137,6 +138,8 @@ pub struct WestEntry {
     pub gid: Option<u32>,
     pub mtime_ns: Option<i64>,
     pub symlink_target: Option<Vec<u8>>,
+    /// CRC32C of the whole file (`x-amz-meta-gpair-crc32c`), recorded by an offload.
+    pub crc32c: Option<u32>,
 }
 
 /// A connection to one gpeer. Cheap to clone behind an `Arc`; rebuilt by the caller after
@@ -203,4 +206,55 @@ pub trait WestStore: Send + Sync + 'static {
         attr: SetAttr,
         gpair_value: &str,
     ) -> Result<(), WestError>;
+
+    /// Uploads a file's data in one PUT, with its entry metadata and whole-file checksum;
+    /// gpair-name stays `gpair_value` (east still owns the data). Returns the ETag.
+    async fn put_file(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        body: bytes::Bytes,
+        meta: &EntryMeta,
+        crc32c: u32,
+        gpair_value: &str,
+    ) -> Result<String, WestError>;
+
+    /// Starts a multipart upload of a file's data (metadata as in [`WestStore::put_file`]).
+    async fn start_upload(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        meta: &EntryMeta,
+        crc32c: u32,
+        gpair_value: &str,
+    ) -> Result<String, WestError>;
+
+    async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        upload_id: &str,
+        number: i32,
+        body: bytes::Bytes,
+    ) -> Result<String, WestError>;
+
+    async fn finish_upload(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        upload_id: &str,
+        parts: &[(i32, String)],
+    ) -> Result<String, WestError>;
+
+    /// Aborts every multipart upload in progress for the key; returns how many.
+    async fn abort_uploads(&self, bucket: &str, key: &WestKey) -> Result<usize, WestError>;
+
+    /// `len` bytes of a file's data from `start`.
+    async fn read_range(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        start: u64,
+        len: u64,
+    ) -> Result<bytes::Bytes, WestError>;
 }

@@ -18,6 +18,7 @@ use aws_sdk_s3::types::{
 };
 use base64::Engine as _;
 
+use super::data::{normalize_etag, xml_etag};
 use super::entries::{meta_names, EntryStore, ObjInfo, ObjectOps};
 use super::sdk::{classify, copy_metadata, copy_source, Sdk, SdkBacked};
 use super::{Dialect, GpeerConn, SetAttr, WestError};
@@ -83,6 +84,10 @@ impl SdkBacked for S3Ops {
         &self.sdk
     }
 }
+
+crate::sdk_data_ops!(S3Ops, |v: &str| super::data::NameAttach::Tagging(
+    tagging_header(v)
+));
 
 impl S3Ops {
     /// The object's tags; `None` when the object does not exist.
@@ -253,18 +258,6 @@ impl S3Ops {
         }
         result
     }
-}
-
-/// The `<ETag>` of an XML answer, without quotes.
-fn xml_etag(body: &[u8]) -> Option<String> {
-    let body = std::str::from_utf8(body).ok()?;
-    let start = body.find("<ETag>")? + "<ETag>".len();
-    let end = start + body[start..].find("</ETag>")?;
-    Some(normalize_etag(&body[start..end]))
-}
-
-fn normalize_etag(v: &str) -> String {
-    v.replace("&quot;", "").replace('"', "").trim().to_owned()
 }
 
 impl S3Ops {

@@ -1086,3 +1086,111 @@ pub async fn unreachable_is_transient(store: &dyn WestStore, bucket: &str) {
 pub fn decode_listing_key(prefix: &str, key: &str) -> Option<Vec<u8>> {
     keys::rel_path_of(prefix, key, None)
 }
+
+/// File data to west and back: a single PUT with its checksum, SetAttrObj ltr, ranged reads,
+/// a multipart upload, aborting uploads, a damaged body refused (where the server checks
+/// `x-amz-checksum-crc32c`; moto does not), rtl releasing the data.
+pub async fn data_cycle(store: &dyn WestStore, bucket: &str, checks_checksums: bool) {
+    let value = "LC_1,/e,LC_2,/b";
+    let small: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let crc = crc32c::crc32c(&small);
+    let key = west_key("data", b"small");
+    let m = file(small.len() as u64, 41);
+    store
+        .put_file(bucket, &key, small.clone().into(), &m, crc, value)
+        .await
+        .unwrap();
+    let e = store.head(bucket, &key, false).await.unwrap().unwrap();
+    assert_eq!(e.data_len, small.len() as u64);
+    assert_eq!(e.gpair_name.as_deref(), Some(value), "east still owns it");
+    assert_eq!(e.crc32c, Some(crc));
+    store
+        .set_attr(bucket, &key, SetAttr::LocalToRemote, value)
+        .await
+        .unwrap();
+    let e = store.head(bucket, &key, false).await.unwrap().unwrap();
+    assert_eq!((e.gpair_name, e.data_len), (None, small.len() as u64));
+    let mid = store.read_range(bucket, &key, 1000, 5000).await.unwrap();
+    assert_eq!(&mid[..], &small[1000..6000]);
+    // A metadata update of the file (chmod on east) keeps west's data and checksum.
+    let mut m2 = m.clone();
+    m2.mode = libc::S_IFREG | 0o600;
+    store.put_entry(bucket, &key, &m2, value).await.unwrap();
+    let e = store.head(bucket, &key, false).await.unwrap().unwrap();
+    assert_eq!(
+        (e.data_len, e.crc32c, e.mode),
+        (small.len() as u64, Some(crc), Some(m2.mode))
+    );
+
+    // Multipart: two 5 MiB parts and a short tail.
+    let big: Vec<u8> = (0..(10 << 20) + 12_345u32)
+        .map(|i| (i ^ (i >> 9)) as u8)
+        .collect();
+    let bcrc = crc32c::crc32c(&big);
+    let bkey = west_key("data", b"big");
+    let bm = file(big.len() as u64, 42);
+    let id = store
+        .start_upload(bucket, &bkey, &bm, bcrc, value)
+        .await
+        .unwrap();
+    let mut parts = Vec::new();
+    for (i, chunk) in big.chunks(5 << 20).enumerate() {
+        let n = i as i32 + 1;
+        let etag = store
+            .upload_part(bucket, &bkey, &id, n, chunk.to_vec().into())
+            .await
+            .unwrap();
+        parts.push((n, etag));
+    }
+    store
+        .finish_upload(bucket, &bkey, &id, &parts)
+        .await
+        .unwrap();
+    let e = store.head(bucket, &bkey, false).await.unwrap().unwrap();
+    assert_eq!((e.data_len, e.crc32c), (big.len() as u64, Some(bcrc)));
+    let tail = store
+        .read_range(bucket, &bkey, (10 << 20) - 10, 12_355)
+        .await
+        .unwrap();
+    assert_eq!(&tail[..], &big[(10 << 20) - 10..]);
+    // Reading past the end is an error, not short data.
+    assert!(store
+        .read_range(bucket, &bkey, big.len() as u64 - 5, 10)
+        .await
+        .is_err());
+
+    // An upload left behind is found and aborted.
+    let okey = west_key("data", b"orphan");
+    store
+        .start_upload(bucket, &okey, &file(1, 43), 0, value)
+        .await
+        .unwrap();
+    assert_eq!(store.abort_uploads(bucket, &okey).await.unwrap(), 1);
+    assert_eq!(store.abort_uploads(bucket, &okey).await.unwrap(), 0);
+
+    // A body that does not match its checksum is refused, permanently.
+    if checks_checksums {
+        let err = store
+            .put_file(
+                bucket,
+                &west_key("data", b"bad"),
+                small.clone().into(),
+                &m,
+                crc ^ 1,
+                value,
+            )
+            .await
+            .unwrap_err();
+        assert!(err.is_permanent(), "{err}");
+    }
+
+    // rtl: west keeps a placeholder of the logical size.
+    store
+        .set_attr(bucket, &key, SetAttr::RemoteToLocal, value)
+        .await
+        .unwrap();
+    let e = store.head(bucket, &key, false).await.unwrap().unwrap();
+    assert_eq!(e.gpair_name.as_deref(), Some(value));
+    assert_eq!(e.data_len, 0);
+    assert_eq!(e.logical_size, Some(small.len() as u64));
+}

@@ -6,8 +6,11 @@
 
 mod gpair;
 mod gpeer;
+mod job;
+mod quota;
 mod status;
 mod sync;
+mod tier;
 
 use std::path::PathBuf;
 
@@ -18,6 +21,9 @@ use crate::format::Rendered;
 
 pub use gpair::bind_request;
 pub use gpeer::add_request;
+pub use job::ending_failure;
+pub use quota::set_request;
+pub use tier::migrate_request;
 
 /// What a command needs from its surroundings, gathered once in `run` so commands stay
 /// testable without touching the process environment.
@@ -32,7 +38,8 @@ pub struct Context {
 }
 
 /// A command's result, and whether the process should still fail after printing it (a
-/// `gpeer check` that did not pass prints its findings, then exits 1).
+/// `gpeer check` that did not pass prints its findings, then exits 1; a job waited for that
+/// failed prints its report, then exits 5).
 #[derive(Debug)]
 pub struct Outcome {
     /// What to print on stdout.
@@ -62,5 +69,10 @@ pub async fn execute(cmd: Command, ctx: &Context) -> Result<Outcome, CliError> {
         }
         Command::Sync(c) => sync::execute(c, ctx).await.map(Outcome::from),
         Command::Status => status::status(ctx).await.map(Outcome::from),
+        Command::Migrate(args) => tier::start(tier::Direction::Migrate, args, ctx).await,
+        Command::Recall(args) => tier::start(tier::Direction::Recall, args, ctx).await,
+        Command::State { paths } => tier::state(&paths, ctx).await.map(Outcome::from),
+        Command::Job(c) => job::execute(c, ctx).await,
+        Command::Quota(c) => quota::execute(c, ctx).await.map(Outcome::from),
     }
 }

@@ -190,6 +190,104 @@ pub fn check_stage(raw: i32) -> String {
     )
 }
 
+/// `migrate`, `recall`, `unspecified`.
+pub fn job_kind(raw: i32) -> String {
+    enum_word(
+        pb::JobKind::try_from(raw).ok().map(|e| e.as_str_name()),
+        "JOB_KIND_",
+        raw,
+    )
+}
+
+/// `queued`, `running`, `waiting`, `done`, `failed`, `cancelled`, `unspecified`.
+pub fn job_state(raw: i32) -> String {
+    enum_word(
+        pb::JobState::try_from(raw).ok().map(|e| e.as_str_name()),
+        "JOB_STATE_",
+        raw,
+    )
+}
+
+/// `done`, `failed`, `skipped`, `noop`, `dirty`, `cancelled`, `unspecified`.
+pub fn file_outcome(raw: i32) -> String {
+    enum_word(
+        pb::FileOutcome::try_from(raw).ok().map(|e| e.as_str_name()),
+        "FILE_OUTCOME_",
+        raw,
+    )
+}
+
+/// `local`, `offloading`, `remote`, `recalling`, `dirty`, `conflict`, `unmanaged`,
+/// `unspecified`.
+pub fn tier_state(raw: i32) -> String {
+    enum_word(
+        pb::TierState::try_from(raw).ok().map(|e| e.as_str_name()),
+        "TIER_STATE_",
+        raw,
+    )
+}
+
+/// A raw path (any bytes) for people: UTF-8 as is, every byte that is not part of valid
+/// UTF-8 as `\xNN`. Control characters are left for [`printable`] (tables and `key: value`
+/// blocks apply it), so the result is unambiguous enough to find the file with a glob.
+pub fn path(raw: &[u8]) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for chunk in raw.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// A raw path for JSON's `path` field: UTF-8, with U+FFFD for bytes that are not. The exact
+/// bytes travel next to it in `path_b64` ([`base64`]).
+pub fn path_lossy(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw).into_owned()
+}
+
+/// Standard base64 (RFC 4648, with `=` padding): the exact bytes of a path in JSON, since
+/// names need not be UTF-8 and JSON strings must be.
+pub fn base64(raw: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let sextet = |n: u32, shift: u32| char::from(ALPHABET[((n >> shift) & 0x3f) as usize]);
+    let mut out = String::with_capacity(raw.len().div_ceil(3) * 4);
+    for chunk in raw.chunks(3) {
+        let b = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+        let n = (b(0) << 16) | (b(1) << 8) | b(2);
+        out.push(sextet(n, 18));
+        out.push(sextet(n, 12));
+        out.push(if chunk.len() > 1 { sextet(n, 6) } else { '=' });
+        out.push(if chunk.len() > 2 { sextet(n, 0) } else { '=' });
+    }
+    out
+}
+
+/// A transfer rate: `35.0 MiB/s`; `0` is `-` (nothing measured yet).
+pub fn rate(bytes_per_sec: u64) -> String {
+    if bytes_per_sec == 0 {
+        "-".to_string()
+    } else {
+        format!("{}/s", bytes(bytes_per_sec))
+    }
+}
+
+/// A limit where `0` means none: `10.0 GiB` or `none`, through `show` for the other values.
+pub fn limit(max: u64, show: impl Fn(u64) -> String) -> String {
+    if max == 0 {
+        "none".to_string()
+    } else {
+        show(max)
+    }
+}
+
+/// A duration between two times in milliseconds, as [`duration_secs`]; negative spans (clock
+/// steps) count as zero.
+pub fn span_ms(from_ms: i64, to_ms: i64) -> String {
+    duration_secs(u64::try_from(to_ms.saturating_sub(from_ms) / 1000).unwrap_or(0))
+}
+
 /// `bucket` or `bucket/prefix`.
 pub fn remote(bucket: &str, prefix: &str) -> String {
     if prefix.is_empty() {
@@ -268,6 +366,56 @@ mod tests {
         assert_eq!(gpair_state(pb::GpairState::Unbinding as i32), "unbinding");
         assert_eq!(check_stage(pb::CheckStage::Ok as i32), "ok");
         assert_eq!(check_stage(pb::CheckStage::Auth as i32), "auth");
+    }
+
+    #[test]
+    fn tiering_enum_words() {
+        assert_eq!(job_kind(pb::JobKind::Migrate as i32), "migrate");
+        assert_eq!(job_kind(pb::JobKind::Recall as i32), "recall");
+        assert_eq!(job_state(pb::JobState::Waiting as i32), "waiting");
+        assert_eq!(job_state(pb::JobState::Cancelled as i32), "cancelled");
+        assert_eq!(job_state(77), "unknown(77)");
+        assert_eq!(file_outcome(pb::FileOutcome::Noop as i32), "noop");
+        assert_eq!(file_outcome(pb::FileOutcome::Dirty as i32), "dirty");
+        assert_eq!(tier_state(pb::TierState::Offloading as i32), "offloading");
+        assert_eq!(tier_state(pb::TierState::Unmanaged as i32), "unmanaged");
+    }
+
+    #[test]
+    fn byte_paths() {
+        assert_eq!(path(b"/srv/caf\xc3\xa9"), "/srv/café");
+        assert_eq!(path(b"/srv/\xff\xfe/x"), "/srv/\\xff\\xfe/x");
+        assert_eq!(path(b"/a\nb"), "/a\nb");
+        assert_eq!(path_lossy(b"/srv/\xff"), "/srv/\u{fffd}");
+    }
+
+    #[test]
+    fn base64_is_rfc4648() {
+        // The test vectors of RFC 4648, section 10.
+        for (raw, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(raw.as_bytes()), enc, "{raw:?}");
+        }
+        assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
+    }
+
+    #[test]
+    fn rates_limits_spans() {
+        assert_eq!(rate(0), "-");
+        assert_eq!(rate(35 << 20), "35.0 MiB/s");
+        assert_eq!(limit(0, bytes), "none");
+        assert_eq!(limit(10 << 30, bytes), "10.0 GiB");
+        assert_eq!(limit(5, |n| n.to_string()), "5");
+        assert_eq!(span_ms(1_000, 63_999), "1m 2s");
+        assert_eq!(span_ms(5_000, 1_000), "0s");
+        assert_eq!(span_ms(i64::MIN, i64::MAX), "106751991167d 7h");
     }
 
     #[test]

@@ -1,0 +1,781 @@
+//! Tiering: forward migration (offload, DESIGN 5.2), reverse migration (recall, 5.3), the
+//! jobs that run them, quotas and crash recovery.
+//!
+//! A job is created from a selection of absolute east paths, expanded once into per-file
+//! records, and run with a bounded pool of transfers shared by every job. Each file goes
+//! through [`offload`] or [`recall`], which journal an intent before touching west and
+//! leave it only in an atomic catalog batch that also records the result; at start,
+//! [`recover`] resolves every intent left by a crash (finish or roll back) before any job
+//! resumes. West attribute changes go through the sync engine's durable outbox.
+
+pub mod job;
+mod offload;
+pub mod quota;
+mod recall;
+pub mod recover;
+pub mod stub;
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gpair_proto::now_ms;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{gpair_key, CatalogError, CF_INTENTS, CF_JOBS, CF_META, CF_QUOTA};
+use crate::config::TierConfig;
+use crate::registry::GpairRecord;
+use crate::sync::Engine;
+use crate::west::{WestError, WestStore};
+use job::{Counters, FileRecord, JobKind, JobRecord, JobRt, JobState, Outcome};
+use stub::DataVersion;
+
+/// Stops the process dead at a crash window when the daemon runs with the `failpoints`
+/// feature and `FAILPOINTS=<name>=return` (docs/backend.md, "Crash tests"): it logs the name,
+/// then blocks the task's thread until the test kills the process.
+macro_rules! failpoint {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        {
+            if fail::eval($name, |_| ()).is_some() {
+                $crate::tier::failpoint_reached($name);
+            }
+        }
+    };
+}
+pub(crate) use failpoint;
+
+/// Every crash window of 5.2 and 5.3 that has a failpoint.
+pub const FAILPOINTS: &[&str] = &[
+    "offload-after-upload",
+    "offload-after-setattr",
+    "offload-after-stub",
+    "offload-after-punch",
+    "recall-mid-stream",
+    "recall-after-sync",
+    "recall-before-rtl",
+];
+
+#[cfg(feature = "failpoints")]
+pub fn failpoint_reached(name: &str) -> ! {
+    tracing::error!(failpoint = name, "FAILPOINT {name} reached: stopping here");
+    eprintln!("FAILPOINT {name} reached");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Installs the failpoints named in `FAILPOINTS` (no-op without the feature).
+pub fn setup_failpoints() {
+    #[cfg(feature = "failpoints")]
+    {
+        let scenario = fail::FailScenario::setup();
+        // Lives for the whole process.
+        std::mem::forget(scenario);
+    }
+}
+
+/// A journaled migration step in flight (catalog `intents` CF, key `gpair ‖ 0 ‖ path`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Intent {
+    pub kind: JobKind,
+    pub job: u64,
+    /// The east data version observed when the step started.
+    pub dv: DataVersion,
+    pub started_ms: i64,
+}
+
+/// Marks on local files that are not in flight (catalog `tiers` CF, key `gpair ‖ 0 ‖ path`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TierMark {
+    pub state: MarkState,
+    pub reason: String,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MarkState {
+    /// Written during its last offload; local.
+    Dirty,
+    /// West disagrees with the stub (missing or corrupt copy); the stub is kept.
+    Conflict,
+}
+
+/// The tier state of one path (`gpair state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierState {
+    Local,
+    Offloading,
+    Remote,
+    Recalling,
+    Dirty,
+    Conflict,
+    Unmanaged,
+}
+
+#[derive(Debug, Clone)]
+pub struct FileState {
+    pub path: PathBuf,
+    pub state: TierState,
+    pub gpair: String,
+    pub west_key: String,
+    pub size: u64,
+    pub checksum: String,
+    pub detail: String,
+    pub offloaded_at_ms: i64,
+    pub job: u64,
+    pub blocks_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TierError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Precondition(String),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// An expanded selection: (absolute path, size) of each file, and the gpairs touched.
+type Selection = (Vec<(PathBuf, u64)>, Vec<String>);
+
+/// Listed files of a job (path, record), and whether the list was cut short.
+pub type JobFiles = (Vec<(Vec<u8>, FileRecord)>, bool);
+
+/// How one file ended.
+#[derive(Debug, Clone)]
+pub struct FileResult {
+    pub outcome: Outcome,
+    pub reason: String,
+    pub bytes: u64,
+}
+
+impl FileResult {
+    fn new(outcome: Outcome, reason: impl Into<String>) -> Self {
+        Self {
+            outcome,
+            reason: reason.into(),
+            bytes: 0,
+        }
+    }
+}
+
+/// What stops one attempt at a file.
+#[derive(Debug)]
+enum Stop {
+    /// West is unreachable: wait for the gpeer and try the file again.
+    Transient(WestError),
+    /// The file ends with this result.
+    Done(FileResult),
+}
+
+impl From<FileResult> for Stop {
+    fn from(r: FileResult) -> Self {
+        Self::Done(r)
+    }
+}
+
+fn failed(reason: impl Into<String>) -> Stop {
+    Stop::Done(FileResult::new(Outcome::Failed, reason))
+}
+
+/// West errors: transient ones wait for the gpeer, permanent ones fail the file.
+fn west_stop(what: &str, e: WestError) -> Stop {
+    if e.is_permanent() {
+        failed(format!("{what}: {e}"))
+    } else {
+        Stop::Transient(e)
+    }
+}
+
+fn east_stop(path: &Path, what: &str, e: impl std::fmt::Display) -> Stop {
+    failed(format!("{what} {}: {e}", path.display()))
+}
+
+pub const CF_TIERS: &str = crate::catalog::CF_TIERS;
+
+pub struct Tiering {
+    pub engine: Arc<Engine>,
+    pub config: TierConfig,
+    transfers: Arc<Semaphore>,
+    jobs: Mutex<BTreeMap<u64, Arc<JobRt>>>,
+    /// Files queued or in flight in some job: path → (job, kind).
+    active: Mutex<HashMap<PathBuf, (u64, JobKind)>>,
+    next_id: AtomicU64,
+    pub cancel: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("worker thread: {e}"))
+}
+
+impl Tiering {
+    pub fn new(engine: Arc<Engine>, config: TierConfig, cancel: CancellationToken) -> Arc<Self> {
+        let next = engine
+            .catalog
+            .get::<u64>(CF_META, b"next_job_id")
+            .ok()
+            .flatten()
+            .unwrap_or(1);
+        Arc::new(Self {
+            transfers: Arc::new(Semaphore::new(config.transfers)),
+            engine,
+            config,
+            jobs: Mutex::new(BTreeMap::new()),
+            active: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(next.max(1)),
+            cancel,
+        })
+    }
+
+    fn catalog(&self) -> &crate::catalog::Catalog {
+        &self.engine.catalog
+    }
+
+    // ------------------------------------------------------------ selection
+
+    /// The gpair and relative path of an absolute east path.
+    pub fn locate(&self, abs: &Path) -> Option<(GpairRecord, Vec<u8>)> {
+        let (name, rel) = self.engine.resolve(abs)?;
+        let (rec, _) = self.engine.gpair(&name)?;
+        Some((rec, rel))
+    }
+
+    /// Checks and expands a selection into (absolute path, size) of regular files.
+    fn expand(&self, paths: &[PathBuf], recursive: bool) -> Result<Selection, TierError> {
+        let mut files = Vec::new();
+        let mut gpairs = Vec::new();
+        for p in paths {
+            if !p.is_absolute() {
+                return Err(TierError::Invalid(format!(
+                    "path {} is not absolute",
+                    p.display()
+                )));
+            }
+            let md = std::fs::symlink_metadata(p)
+                .map_err(|e| TierError::NotFound(format!("{}: {e}", p.display())))?;
+            let Some((rec, _)) = self.locate(p) else {
+                return Err(TierError::Precondition(format!(
+                    "{} is not under the share of any bound gpair",
+                    p.display()
+                )));
+            };
+            if !gpairs.contains(&rec.name) {
+                gpairs.push(rec.name.clone());
+            }
+            if md.is_dir() {
+                if !recursive {
+                    return Err(TierError::Invalid(format!(
+                        "{} is a directory; pass --recursive to select the files under it",
+                        p.display()
+                    )));
+                }
+                let mut stack = vec![p.clone()];
+                while let Some(dir) = stack.pop() {
+                    let rd = std::fs::read_dir(&dir)
+                        .map_err(|e| TierError::NotFound(format!("{}: {e}", dir.display())))?;
+                    for ent in rd.flatten() {
+                        let path = ent.path();
+                        let Ok(m) = std::fs::symlink_metadata(&path) else {
+                            continue;
+                        };
+                        if m.is_dir() {
+                            stack.push(path);
+                        } else if m.is_file() {
+                            files.push((path, m.size()));
+                        }
+                    }
+                }
+            } else if md.is_file() {
+                files.push((p.clone(), md.size()));
+            } else {
+                return Err(TierError::Invalid(format!(
+                    "{} is not a regular file or directory",
+                    p.display()
+                )));
+            }
+        }
+        files.sort();
+        files.dedup_by(|a, b| a.0 == b.0);
+        Ok((files, gpairs))
+    }
+
+    // ------------------------------------------------------------ jobs
+
+    /// Creates a job for a selection and starts it. The selection is checked and expanded
+    /// first: a bad path fails the request, nothing is created.
+    pub async fn create_job(
+        self: &Arc<Self>,
+        kind: JobKind,
+        paths: Vec<PathBuf>,
+        recursive: bool,
+    ) -> Result<Arc<JobRt>, TierError> {
+        if paths.is_empty() {
+            return Err(TierError::Invalid("no paths given".into()));
+        }
+        let me = Arc::clone(self);
+        let sel = paths.clone();
+        let (files, gpairs) = blocking(move || me.expand(&sel, recursive))
+            .await
+            .map_err(TierError::Internal)??;
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let now = now_ms();
+        let rec = JobRecord {
+            id,
+            kind,
+            state: JobState::Queued,
+            paths: paths
+                .iter()
+                .map(|p| p.as_os_str().as_bytes().to_vec())
+                .collect(),
+            recursive,
+            created_ms: now,
+            started_ms: 0,
+            finished_ms: 0,
+            files_total: files.len() as u64,
+            bytes_total: files.iter().map(|(_, s)| s).sum(),
+            gpairs,
+        };
+        let me = Arc::clone(self);
+        let rec2 = rec.clone();
+        blocking(move || -> Result<(), CatalogError> {
+            let c = me.catalog();
+            c.put(CF_META, b"next_job_id", &(id + 1))?;
+            let mut batch = c.batch();
+            batch.put(CF_JOBS, &job::job_key(id), &rec2);
+            for (p, size) in &files {
+                batch.put(
+                    CF_JOBS,
+                    &job::file_key(id, p.as_os_str().as_bytes()),
+                    &FileRecord {
+                        outcome: Outcome::Pending,
+                        reason: String::new(),
+                        size: *size,
+                        bytes: 0,
+                        at_ms: 0,
+                    },
+                );
+                if batch.len() >= 10_000 {
+                    std::mem::replace(&mut batch, c.batch()).commit()?;
+                }
+            }
+            batch.commit()?;
+            c.sync_wal()
+        })
+        .await
+        .map_err(TierError::Internal)??;
+        let rt = Arc::new(JobRt::new(
+            rec,
+            Counters::default(),
+            self.cancel.child_token(),
+        ));
+        lock(&self.jobs).insert(id, Arc::clone(&rt));
+        tokio::spawn(Arc::clone(self).run_job(Arc::clone(&rt)));
+        Ok(rt)
+    }
+
+    pub fn job(&self, id: u64) -> Option<Arc<JobRt>> {
+        lock(&self.jobs).get(&id).cloned()
+    }
+
+    /// The newest jobs first.
+    pub fn jobs(&self, limit: usize) -> Vec<Arc<JobRt>> {
+        lock(&self.jobs)
+            .values()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    pub fn cancel_job(&self, id: u64) -> Option<Arc<JobRt>> {
+        let rt = self.job(id)?;
+        rt.cancel.cancel();
+        rt.bump();
+        Some(rt)
+    }
+
+    /// Failed, skipped, no-op, dirty and cancelled files of a job (up to `limit`), and
+    /// whether there were more.
+    pub fn job_files(&self, id: u64, limit: usize) -> JobFiles {
+        let prefix = job::files_prefix(id);
+        let mut out = Vec::new();
+        let mut more = false;
+        let _ = self.catalog().for_each_raw(CF_JOBS, &prefix, |k, v| {
+            if let Ok(f) = crate::catalog::decode::<FileRecord>(CF_JOBS, k, v) {
+                if !matches!(f.outcome, Outcome::Pending | Outcome::Done) {
+                    if out.len() >= limit {
+                        more = true;
+                        return false;
+                    }
+                    out.push((k[prefix.len()..].to_vec(), f));
+                }
+            }
+            true
+        });
+        (out, more)
+    }
+
+    fn persist_job(&self, rt: &JobRt) {
+        let rec = rt.record();
+        if let Err(e) = self.catalog().put(CF_JOBS, &job::job_key(rec.id), &rec) {
+            tracing::error!(job = rec.id, error = %e, "cannot record a job");
+        }
+    }
+
+    /// Runs the pending files of a job, then records how it ended.
+    async fn run_job(self: Arc<Self>, rt: Arc<JobRt>) {
+        let id = rt.id();
+        let kind = rt.record().kind;
+        rt.update(|r| {
+            r.state = JobState::Running;
+            if r.started_ms == 0 {
+                r.started_ms = now_ms();
+            }
+        });
+        self.persist_job(&rt);
+        let prefix = job::files_prefix(id);
+        let mut pending: Vec<(PathBuf, FileRecord)> = Vec::new();
+        let _ = self.catalog().for_each_raw(CF_JOBS, &prefix, |k, v| {
+            if let Ok(f) = crate::catalog::decode::<FileRecord>(CF_JOBS, k, v) {
+                if f.outcome == Outcome::Pending {
+                    let p = PathBuf::from(std::ffi::OsStr::from_bytes(&k[prefix.len()..]));
+                    pending.push((p, f));
+                }
+            }
+            true
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        for (path, frec) in pending {
+            let permit = tokio::select! {
+                p = Arc::clone(&self.transfers).acquire_owned() => p,
+                () = rt.cancel.cancelled() => {
+                    self.finish_file(&rt, &path, &frec, FileResult::new(Outcome::Cancelled, "job cancelled before this file started"));
+                    continue;
+                }
+            };
+            let Ok(permit) = permit else { break };
+            let me = Arc::clone(&self);
+            let rt2 = Arc::clone(&rt);
+            tasks.spawn(async move {
+                let result = me.process(&rt2, kind, &path).await;
+                me.finish_file(&rt2, &path, &frec, result);
+                drop(permit);
+            });
+            // Reap finished tasks as we go, so the set stays small.
+            while tasks.try_join_next().is_some() {}
+        }
+        while tasks.join_next().await.is_some() {}
+        if self.cancel.is_cancelled() && !rt.cancel.is_cancelled() {
+            // Daemon shutdown: the job stays running and resumes at the next start.
+            self.persist_job(&rt);
+            return;
+        }
+        let c = rt.counters();
+        rt.set_waiting(String::new());
+        rt.update(|r| {
+            r.finished_ms = now_ms().max(r.started_ms);
+            r.state = if rt.cancel.is_cancelled() {
+                JobState::Cancelled
+            } else if c.failed > 0 {
+                JobState::Failed
+            } else {
+                JobState::Done
+            };
+        });
+        self.persist_job(&rt);
+        let _ = self.catalog().sync_wal();
+        let r = rt.record();
+        tracing::info!(job = id, kind = kind.verb(), state = ?r.state, done = c.files_done, failed = c.failed, skipped = c.skipped, "job finished");
+    }
+
+    fn finish_file(&self, rt: &JobRt, path: &Path, frec: &FileRecord, result: FileResult) {
+        if self.cancel.is_cancelled()
+            && !rt.cancel.is_cancelled()
+            && result.outcome == Outcome::Cancelled
+        {
+            // Interrupted by shutdown: stays pending, resumes at the next start.
+            return;
+        }
+        let rec = FileRecord {
+            outcome: result.outcome,
+            reason: result.reason,
+            size: frec.size,
+            bytes: result.bytes,
+            at_ms: now_ms(),
+        };
+        if let Err(e) = self.catalog().put(
+            CF_JOBS,
+            &job::file_key(rt.id(), path.as_os_str().as_bytes()),
+            &rec,
+        ) {
+            tracing::error!(error = %e, "cannot record a file's outcome");
+        }
+        if rec.outcome == Outcome::Failed {
+            tracing::warn!(job = rt.id(), path = %path.display(), reason = rec.reason, "file failed");
+        }
+        rt.count(&rec);
+    }
+
+    /// One file of a job: coalesced with other jobs, retried while its gpeer is unreachable.
+    async fn process(self: &Arc<Self>, rt: &JobRt, kind: JobKind, path: &Path) -> FileResult {
+        {
+            let mut active = lock(&self.active);
+            if let Some((other, other_kind)) = active.get(path) {
+                return if *other_kind == kind {
+                    FileResult::new(Outcome::Noop, format!("already being moved by job {other}"))
+                } else {
+                    FileResult::new(
+                        Outcome::Skipped,
+                        format!(
+                            "busy: job {other} is doing the opposite ({})",
+                            other_kind.verb()
+                        ),
+                    )
+                };
+            }
+            active.insert(path.to_path_buf(), (rt.id(), kind));
+        }
+        let result = loop {
+            if rt.cancel.is_cancelled() {
+                break FileResult::new(Outcome::Cancelled, "job cancelled");
+            }
+            let Some((rec, rel)) = self.locate(path) else {
+                break FileResult::new(
+                    Outcome::Skipped,
+                    "not under the share of any bound gpair (unbound since?)",
+                );
+            };
+            // Wait while the gpeer is paused (another transfer or the outbox saw it fail).
+            let until = self.engine.paused_until(&rec.gpeer);
+            if until > now_ms() {
+                let health = self.engine.gpeer_health(&rec.gpeer).unwrap_or_default();
+                rt.set_waiting(format!("gpeer {}: {}", rec.gpeer, health.last_error));
+                let wait = Duration::from_millis((until - now_ms()).clamp(10, 5000) as u64);
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = rt.cancel.cancelled() => {}
+                }
+                continue;
+            }
+            let Some(west) = self.engine.store(&rec.gpeer) else {
+                break FileResult::new(
+                    Outcome::Failed,
+                    format!("gpeer {} is not registered", rec.gpeer),
+                );
+            };
+            let attempt = match kind {
+                JobKind::Migrate => self.offload(rt, &rec, &rel, path, west.as_ref()).await,
+                JobKind::Recall => self.recall(rt, &rec, &rel, path, west.as_ref()).await,
+            };
+            match attempt {
+                Ok(r) => {
+                    self.engine.report_success(&rec.gpeer);
+                    rt.set_waiting(String::new());
+                    break r;
+                }
+                Err(Stop::Done(r)) => break r,
+                Err(Stop::Transient(e)) => {
+                    tracing::warn!(path = %path.display(), error = %e, "west unreachable; the file waits for its gpeer");
+                    self.engine.report_transient(&rec.gpeer, &e);
+                    rt.set_waiting(format!("gpeer {}: {e}", rec.gpeer));
+                }
+            }
+        };
+        lock(&self.active).remove(path);
+        result
+    }
+
+    // ------------------------------------------------------------ catalog helpers
+
+    fn put_intent(&self, gpair: &str, rel: &[u8], intent: &Intent) -> Result<(), Stop> {
+        self.catalog()
+            .put(CF_INTENTS, &gpair_key(gpair, rel), intent)
+            .map_err(|e| failed(format!("catalog: {e}")))
+    }
+
+    fn clear_intent(&self, gpair: &str, rel: &[u8]) {
+        if let Err(e) = self.catalog().delete(CF_INTENTS, &gpair_key(gpair, rel)) {
+            tracing::error!(error = %e, "cannot clear an intent");
+        }
+    }
+
+    fn set_mark(&self, gpair: &str, rel: &[u8], state: MarkState, reason: &str) {
+        let _ = self.catalog().put(
+            CF_TIERS,
+            &gpair_key(gpair, rel),
+            &TierMark {
+                state,
+                reason: reason.to_owned(),
+                at_ms: now_ms(),
+            },
+        );
+    }
+
+    // ------------------------------------------------------------ state
+
+    /// The tier state of one path (never triggers a recall).
+    pub fn state(&self, path: &Path) -> FileState {
+        let mut st = FileState {
+            path: path.to_path_buf(),
+            state: TierState::Unmanaged,
+            gpair: String::new(),
+            west_key: String::new(),
+            size: 0,
+            checksum: String::new(),
+            detail: String::new(),
+            offloaded_at_ms: 0,
+            job: 0,
+            blocks_bytes: 0,
+        };
+        let md = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                st.detail = e.to_string();
+                return st;
+            }
+        };
+        st.size = md.size();
+        st.blocks_bytes = md.blocks() * 512;
+        let Some((rec, rel)) = self.locate(path) else {
+            st.detail = "not under the share of any bound gpair".into();
+            return st;
+        };
+        st.gpair = rec.name.clone();
+        if !md.is_file() {
+            st.detail = "not a regular file".into();
+            return st;
+        }
+        let key = crate::west::keys::west_key(&rec.prefix, &rel);
+        st.west_key = format!("{}/{}", rec.bucket, key.object_key(false));
+        let c = self.catalog();
+        let gk = gpair_key(&rec.name, &rel);
+        let stub = stub::read_path(path, &self.config.stub_xattr);
+        let intent: Option<Intent> = c.get(CF_INTENTS, &gk).ok().flatten();
+        let mark: Option<TierMark> = c.get(CF_TIERS, &gk).ok().flatten();
+        let remote: Option<quota::RemoteRecord> = c.get(CF_QUOTA, &gk).ok().flatten();
+        if let Some(r) = &remote {
+            st.offloaded_at_ms = r.offloaded_at_ms;
+        }
+        match stub {
+            Err(e) => {
+                st.state = TierState::Conflict;
+                st.detail = e.to_string();
+            }
+            Ok(Some(s)) => {
+                st.state = TierState::Remote;
+                st.checksum = s.checksum();
+                st.offloaded_at_ms = s.offloaded_at_ms;
+                if !s.offloaded.same_data(&DataVersion::of(&md)) {
+                    st.state = TierState::Conflict;
+                    st.detail = "the file changed on east after it was offloaded".into();
+                }
+            }
+            Ok(None) => st.state = TierState::Local,
+        }
+        if let Some(m) = mark {
+            match m.state {
+                MarkState::Conflict if st.state == TierState::Remote => {
+                    st.state = TierState::Conflict;
+                    st.detail = m.reason;
+                }
+                MarkState::Dirty if st.state == TierState::Local => {
+                    st.state = TierState::Dirty;
+                    st.detail = m.reason;
+                }
+                _ => {}
+            }
+        }
+        if let Some(i) = intent {
+            st.job = i.job;
+            st.state = match i.kind {
+                JobKind::Migrate => TierState::Offloading,
+                JobKind::Recall => TierState::Recalling,
+            };
+        }
+        st
+    }
+
+    /// The intents in the catalog (migrations in flight or left by a crash).
+    pub fn intents_left(&self) -> Vec<(Vec<u8>, Intent)> {
+        self.catalog()
+            .scan(CF_INTENTS, b"", |_| {})
+            .unwrap_or_default()
+    }
+
+    /// Loads the jobs of the catalog and resumes the unfinished ones (after [`recover`]).
+    pub fn resume_jobs(self: &Arc<Self>) -> Result<usize, TierError> {
+        let jobs: Vec<(Vec<u8>, JobRecord)> = self.catalog().scan(
+            CF_JOBS,
+            b"j",
+            |e| tracing::error!(error = %e, "skipping a corrupt job record"),
+        )?;
+        let mut resumed = 0;
+        for (_, rec) in jobs {
+            let prefix = job::files_prefix(rec.id);
+            let mut counters = Counters::default();
+            let _ = self.catalog().for_each_raw(CF_JOBS, &prefix, |k, v| {
+                if let Ok(f) = crate::catalog::decode::<FileRecord>(CF_JOBS, k, v) {
+                    counters.add(&f);
+                }
+                true
+            });
+            let unfinished = !rec.state.finished();
+            let id = rec.id;
+            let rt = Arc::new(JobRt::new(rec, counters, self.cancel.child_token()));
+            lock(&self.jobs).insert(id, Arc::clone(&rt));
+            if unfinished {
+                resumed += 1;
+                tokio::spawn(Arc::clone(self).run_job(rt));
+            }
+        }
+        Ok(resumed)
+    }
+}
+
+/// Opens a file for the migration engine: never following a symlink in the last component.
+fn open_file(path: &Path, write: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Reads `len` bytes at `offset` (short only at end of file).
+fn read_at(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        let n = file.read_at(&mut buf[got..], offset + got as u64)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    buf.truncate(got);
+    Ok(buf)
+}
+
+/// Gets the west store interface for a file's gpair; `Arc` clone for spawned parts.
+pub type West = Arc<dyn WestStore>;

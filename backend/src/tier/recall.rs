@@ -1,0 +1,278 @@
+//! Reverse migration of one file (DESIGN 5.3): intent; find and check west's copy; stream it
+//! back into the same inode with ranged GETs in parallel (the stub record still says
+//! "remote", so readers keep reading west until the end), checksum verified; restore the
+//! mtime, fsync, remove the stub record, fsync; then SetAttrObj rtl through the outbox and one
+//! catalog batch that drops the intent and the remote record (quota freed).
+//!
+//! A copy that is missing or does not match the stub's checksum is refused: the stub stays
+//! intact, the file is marked `conflict` with the reason.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use gpair_proto::now_ms;
+
+use super::job::{JobKind, JobRt, Outcome};
+use super::stub::{self, DataVersion, StubRecord};
+use super::{
+    blocking, east_stop, failed, failpoint, open_file, west_stop, FileResult, Intent, MarkState,
+    Stop, Tiering, CF_TIERS,
+};
+use crate::catalog::{gpair_key, CF_INTENTS, CF_QUOTA};
+use crate::registry::GpairRecord;
+use crate::sync::AttrOp;
+use crate::west::{WestKey, WestStore};
+
+impl Tiering {
+    pub(super) async fn recall(
+        &self,
+        rt: &JobRt,
+        rec: &GpairRecord,
+        rel: &[u8],
+        path: &Path,
+        west: &dyn WestStore,
+    ) -> Result<FileResult, Stop> {
+        let attr = self.config.stub_xattr.clone();
+        let p = path.to_path_buf();
+        let opened = blocking(move || -> std::io::Result<_> {
+            let f = open_file(&p, true)?;
+            let md = f.metadata()?;
+            let stub = stub::read_fd(&f, &p, &attr);
+            Ok((f, md, stub))
+        })
+        .await
+        .map_err(failed)?;
+        let (file, md, stub) = match opened {
+            Ok(v) => v,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(FileResult::new(
+                    Outcome::Skipped,
+                    "gone: deleted before its turn",
+                ));
+            }
+            Err(e) => return Err(east_stop(path, "open", e)),
+        };
+        if !md.is_file() {
+            return Ok(FileResult::new(Outcome::Skipped, "not a regular file"));
+        }
+        let stub = match stub {
+            Err(e) => return Err(failed(e.to_string())),
+            Ok(None) => return Ok(FileResult::new(Outcome::Noop, "already local")),
+            Ok(Some(s)) => s,
+        };
+        if !stub.offloaded.same_data(&DataVersion::of(&md)) {
+            let why = "the file changed on east after it was offloaded; not overwriting it";
+            self.set_mark(&rec.name, rel, MarkState::Conflict, why);
+            return Err(failed(why));
+        }
+        self.put_intent(
+            &rec.name,
+            rel,
+            &Intent {
+                kind: JobKind::Recall,
+                job: rt.id(),
+                dv: DataVersion::of(&md),
+                started_ms: now_ms(),
+            },
+        )?;
+        let file = Arc::new(file);
+        let result = self
+            .recall_steps(rt, rec, rel, path, west, Arc::clone(&file), &stub)
+            .await;
+        if result.is_err() {
+            // The stub record is still in place: give back whatever was written into it,
+            // so the file stays a clean stub, and retry from scratch later.
+            // Only while the stub record is still there: once it is gone the data is the
+            // file's own.
+            let f = Arc::clone(&file);
+            let size = stub.size;
+            let mtime = stub.mtime_ns;
+            let attr = self.config.stub_xattr.clone();
+            let p = path.to_path_buf();
+            let still_stub = blocking(move || {
+                if !matches!(stub::read_fd(&f, &p, &attr), Ok(Some(_))) {
+                    return false;
+                }
+                let _ = stub::punch(&f, size)
+                    .and_then(|()| stub::set_mtime(&f, mtime))
+                    .and_then(|()| f.sync_all());
+                true
+            })
+            .await;
+            if still_stub == Ok(true) {
+                self.clear_intent(&rec.name, rel);
+            }
+            // Otherwise the recall got past the stub record's removal: its intent stays for
+            // recovery to finish (rtl, quota) at the next start.
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn recall_steps(
+        &self,
+        rt: &JobRt,
+        rec: &GpairRecord,
+        rel: &[u8],
+        path: &Path,
+        west: &dyn WestStore,
+        file: Arc<File>,
+        stub: &StubRecord,
+    ) -> Result<FileResult, Stop> {
+        let conflict = |why: String| {
+            self.set_mark(&rec.name, rel, MarkState::Conflict, &why);
+            failed(why)
+        };
+        // Where is the copy? At the file's current key, or (renamed on east, sync not yet
+        // caught up) where it was uploaded.
+        let current = crate::west::keys::west_key(&rec.prefix, rel);
+        let recorded = WestKey {
+            key: stub.key.clone(),
+            long_path: None,
+        };
+        let mut found = None;
+        for key in [&current, &recorded] {
+            if stub.bucket != rec.bucket && std::ptr::eq(key, &current) {
+                continue;
+            }
+            match west.head(&stub.bucket, key, false).await {
+                Ok(Some(e)) if e.data_len == stub.size && e.gpair_name.is_none() => {
+                    found = Some((key.clone(), e));
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => return Err(west_stop("find west copy", e)),
+            }
+            if current.object_key(false) == recorded.key {
+                break;
+            }
+        }
+        let Some((key, entry)) = found else {
+            return Err(conflict(format!(
+                "west copy missing: no object of {} bytes owned by west at {}/{}",
+                stub.size, stub.bucket, stub.key
+            )));
+        };
+        if entry.crc32c.is_some_and(|c| c != stub.crc32c) {
+            return Err(conflict(format!(
+                "west copy at {}/{} has checksum {} but the stub says {}",
+                stub.bucket,
+                key.object_key(false),
+                entry.crc32c.map(stub::format_crc).unwrap_or_default(),
+                stub.checksum()
+            )));
+        }
+
+        // Stream it back into the same inode, ranges in parallel, checksum per range.
+        let size = stub.size;
+        let part = self.config.part_size;
+        let count = size.div_ceil(part);
+        let mut ranges = futures::stream::iter(0..count)
+            .map(|i| {
+                let f = Arc::clone(&file);
+                let key = &key;
+                async move {
+                    let off = i * part;
+                    let len = part.min(size - off);
+                    let data = west
+                        .read_range(&stub.bucket, key, off, len)
+                        .await
+                        .map_err(|e| west_stop("read west copy", e))?;
+                    let crc = blocking(move || {
+                        let crc = crc32c::crc32c(&data);
+                        f.write_all_at(&data, off).map(|()| crc)
+                    })
+                    .await
+                    .map_err(failed)?
+                    .map_err(|e| east_stop(path, "write", e))?;
+                    Ok::<_, Stop>((i, crc, len))
+                }
+            })
+            .buffer_unordered(self.config.streams_per_file);
+        let mut crcs = vec![(0u32, 0u64); count as usize];
+        let mut first_err = None;
+        let mut written = 0u64;
+        while let Some(r) = ranges.next().await {
+            match r {
+                Ok((i, crc, len)) => {
+                    crcs[i as usize] = (crc, len);
+                    written += 1;
+                    if written == 1 {
+                        failpoint!("recall-mid-stream");
+                    }
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+            if rt.cancel.is_cancelled() && first_err.is_none() {
+                first_err = Some(FileResult::new(Outcome::Cancelled, "job cancelled").into());
+            }
+        }
+        drop(ranges);
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        let crc = crcs.iter().fold(0u32, |acc, (c, len)| {
+            crc32c::crc32c_combine(acc, *c, *len as usize)
+        });
+        if crc != stub.crc32c {
+            return Err(conflict(format!(
+                "west copy is corrupt: its data has checksum {} but the stub says {}",
+                stub::format_crc(crc),
+                stub.checksum()
+            )));
+        }
+
+        // Durable data, then the stub record goes: the file is local again.
+        let attr = self.config.stub_xattr.clone();
+        let mtime = stub.mtime_ns;
+        let f = Arc::clone(&file);
+        blocking(move || -> std::io::Result<()> {
+            stub::set_mtime(&f, mtime)?;
+            f.sync_all()?;
+            failpoint!("recall-after-sync");
+            stub::remove_fd(&f, &attr)?;
+            f.sync_all()
+        })
+        .await
+        .map_err(failed)?
+        .map_err(|e| east_stop(path, "finish recall of", e))?;
+        failpoint!("recall-before-rtl");
+
+        // West drops its data (durably queued), quota freed, intent resolved.
+        if let Err(e) = self.engine.enqueue_setattr(&rec.name, rel, AttrOp::Rtl) {
+            tracing::error!(error = %e, "cannot queue SetAttrObj rtl; recovery will");
+            // The intent stays: recovery queues it at the next start.
+            return Ok(FileResult {
+                outcome: Outcome::Done,
+                reason: String::new(),
+                bytes: size,
+            });
+        }
+        let gk = gpair_key(&rec.name, rel);
+        let had_remote = self
+            .catalog()
+            .get_raw(CF_QUOTA, &gk)
+            .ok()
+            .flatten()
+            .is_some();
+        let mut batch = self.catalog().batch();
+        batch.delete(CF_INTENTS, &gk);
+        batch.delete(CF_QUOTA, &gk);
+        batch.delete(CF_TIERS, &gk);
+        if let Err(e) = batch.commit() {
+            tracing::error!(error = %e, "cannot record a finished recall; recovery will");
+        } else if had_remote {
+            self.engine.quotas.free(&rec.name, size);
+        }
+        Ok(FileResult {
+            outcome: Outcome::Done,
+            reason: String::new(),
+            bytes: size,
+        })
+    }
+}

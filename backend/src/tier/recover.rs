@@ -1,0 +1,260 @@
+//! Crash recovery (DESIGN 5.2, 5.3, invariant I3): at start, before any job resumes, every
+//! intent left in the catalog is resolved from what the east file's stub record says.
+//!
+//! | intent  | stub record on the file                  | resolution                                  |
+//! |---------|------------------------------------------|---------------------------------------------|
+//! | offload | present, data unchanged since            | finish: punch (idempotent), commit           |
+//! | offload | present, file written since              | east data is newer: drop the stub, rtl       |
+//! | offload | absent                                   | roll back: rtl (west → placeholder), abort uploads |
+//! | recall  | present                                  | not finished: release what was written; the job redoes it |
+//! | recall  | absent                                   | finished on east: rtl, free quota            |
+//!
+//! rtl goes through the durable outbox, so it is applied once west is reachable; multipart
+//! uploads of rolled-back offloads are aborted in the background until west answers.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gpair_proto::now_ms;
+
+use super::job::{self, FileRecord, JobKind, Outcome};
+use super::quota::RemoteRecord;
+use super::stub::{self, DataVersion};
+use super::{open_file, Intent, MarkState, TierMark, Tiering, CF_TIERS};
+use crate::catalog::{gpair_key, split_gpair_key, CatalogError, CF_INTENTS, CF_JOBS, CF_QUOTA};
+use crate::sync::{join_rel, AttrOp};
+
+/// What recovery did, for the log and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    pub offloads_finished: usize,
+    pub offloads_rolled_back: usize,
+    pub recalls_finished: usize,
+    pub recalls_undone: usize,
+    pub dropped: usize,
+}
+
+impl Tiering {
+    /// Resolves every intent in the catalog. Blocking file work; call once at start.
+    pub fn recover(self: &Arc<Self>) -> Result<Recovered, CatalogError> {
+        let intents: Vec<(Vec<u8>, Intent)> = self.catalog().scan(
+            CF_INTENTS,
+            b"",
+            |e| tracing::error!(error = %e, "dropping a corrupt intent record"),
+        )?;
+        let mut done = Recovered::default();
+        for (key, intent) in intents {
+            let Some((gpair, rel)) = split_gpair_key(&key).map(|(g, r)| (g.to_owned(), r.to_vec()))
+            else {
+                self.catalog().delete(CF_INTENTS, &key)?;
+                done.dropped += 1;
+                continue;
+            };
+            let Some((rec, _)) = self.engine.gpair(&gpair) else {
+                // Unbound since: nothing of it is ours any more.
+                self.catalog().delete(CF_INTENTS, &key)?;
+                done.dropped += 1;
+                continue;
+            };
+            let path = join_rel(&rec.local_path, &rel);
+            let outcome = match intent.kind {
+                JobKind::Migrate => self.recover_offload(&gpair, &rel, &path, &intent)?,
+                JobKind::Recall => self.recover_recall(&gpair, &rel, &path, &intent)?,
+            };
+            match outcome {
+                Resolution::OffloadFinished => done.offloads_finished += 1,
+                Resolution::OffloadRolledBack => done.offloads_rolled_back += 1,
+                Resolution::RecallFinished => done.recalls_finished += 1,
+                Resolution::RecallUndone => done.recalls_undone += 1,
+            }
+            tracing::info!(gpair, path = %path.display(), kind = ?intent.kind, resolution = ?outcome, "resolved an interrupted migration");
+        }
+        self.catalog().sync_wal()?;
+        Ok(done)
+    }
+
+    fn recover_offload(
+        self: &Arc<Self>,
+        gpair: &str,
+        rel: &[u8],
+        path: &std::path::Path,
+        intent: &Intent,
+    ) -> Result<Resolution, CatalogError> {
+        let attr = &self.config.stub_xattr;
+        let gk = gpair_key(gpair, rel);
+        let file = open_file(path, true).ok();
+        let stub = file
+            .as_ref()
+            .and_then(|f| stub::read_fd(f, path, attr).ok().flatten());
+        if let (Some(f), Some(s)) = (&file, &stub) {
+            let now = f.metadata().ok().map(|m| DataVersion::of(&m));
+            if now.is_some_and(|dv| s.offloaded.same_data(&dv)) {
+                // Stub record durable, west verified and owner: finish the release.
+                let released = stub::punch(f, s.size)
+                    .and_then(|()| stub::set_mtime(f, s.mtime_ns))
+                    .and_then(|()| f.sync_all());
+                if let Err(e) = released {
+                    tracing::error!(path = %path.display(), error = %e, "cannot release the data of a recovered offload; it stays a stub with local data");
+                }
+                let mut batch = self.catalog().batch();
+                batch.delete(CF_INTENTS, &gk);
+                batch.delete(CF_TIERS, &gk);
+                batch.put(
+                    CF_QUOTA,
+                    &gk,
+                    &RemoteRecord {
+                        size: s.size,
+                        crc32c: s.crc32c,
+                        offloaded_at_ms: s.offloaded_at_ms,
+                        job: intent.job,
+                    },
+                );
+                let existed = self.catalog().get_raw(CF_QUOTA, &gk)?.is_some();
+                batch.commit()?;
+                if !existed {
+                    self.engine.quotas.add_used(gpair, s.size);
+                }
+                self.set_file_outcome(intent.job, path, Outcome::Done, "", s.size);
+                return Ok(Resolution::OffloadFinished);
+            }
+            // Written after the stub record (no lease while we were down): the local data is
+            // the newest; the stub record goes.
+            if stub::remove_fd(f, attr).and_then(|()| f.sync_all()).is_ok() {
+                let _ = self.catalog().put(
+                    CF_TIERS,
+                    &gk,
+                    &TierMark {
+                        state: MarkState::Dirty,
+                        reason: "written while its offload was interrupted".into(),
+                        at_ms: now_ms(),
+                    },
+                );
+            }
+        }
+        // Roll back: west back to a placeholder, no orphaned parts.
+        if let Err(e) = self.engine.enqueue_setattr(gpair, rel, AttrOp::Rtl) {
+            tracing::error!(error = %e, "cannot queue rtl for a rolled-back offload");
+        }
+        self.abort_uploads_later(gpair.to_owned(), rel.to_vec());
+        self.catalog().delete(CF_INTENTS, &gk)?;
+        Ok(Resolution::OffloadRolledBack)
+    }
+
+    fn recover_recall(
+        self: &Arc<Self>,
+        gpair: &str,
+        rel: &[u8],
+        path: &std::path::Path,
+        intent: &Intent,
+    ) -> Result<Resolution, CatalogError> {
+        let attr = &self.config.stub_xattr;
+        let gk = gpair_key(gpair, rel);
+        let file = open_file(path, true).ok();
+        let stub = file
+            .as_ref()
+            .and_then(|f| stub::read_fd(f, path, attr).ok().flatten());
+        if let (Some(f), Some(s)) = (&file, &stub) {
+            // Not finished: what was written into the stub is released again; the job's
+            // file is still pending and is recalled afresh.
+            let _ = stub::punch(f, s.size)
+                .and_then(|()| stub::set_mtime(f, s.mtime_ns))
+                .and_then(|()| f.sync_all());
+            self.catalog().delete(CF_INTENTS, &gk)?;
+            return Ok(Resolution::RecallUndone);
+        }
+        // The stub record is gone: the data is on east, durable. West drops its copy.
+        if let Err(e) = self.engine.enqueue_setattr(gpair, rel, AttrOp::Rtl) {
+            tracing::error!(error = %e, "cannot queue rtl for a finished recall");
+        }
+        let remote: Option<RemoteRecord> = self.catalog().get(CF_QUOTA, &gk)?;
+        let mut batch = self.catalog().batch();
+        batch.delete(CF_INTENTS, &gk);
+        batch.delete(CF_QUOTA, &gk);
+        batch.delete(CF_TIERS, &gk);
+        batch.commit()?;
+        if let Some(r) = remote {
+            self.engine.quotas.free(gpair, r.size);
+        }
+        let size = file
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| std::os::unix::fs::MetadataExt::size(&m));
+        self.set_file_outcome(intent.job, path, Outcome::Done, "", size);
+        Ok(Resolution::RecallFinished)
+    }
+
+    /// Records a file's outcome in its job when recovery finished it.
+    fn set_file_outcome(
+        &self,
+        job_id: u64,
+        path: &std::path::Path,
+        outcome: Outcome,
+        reason: &str,
+        bytes: u64,
+    ) {
+        let key = job::file_key(job_id, path.as_os_str().as_bytes());
+        let Ok(Some(mut f)) = self.catalog().get::<FileRecord>(CF_JOBS, &key) else {
+            return;
+        };
+        if f.outcome != Outcome::Pending {
+            return;
+        }
+        f.outcome = outcome;
+        f.reason = reason.to_owned();
+        f.bytes = bytes;
+        f.at_ms = now_ms();
+        let _ = self.catalog().put(CF_JOBS, &key, &f);
+    }
+
+    /// Aborts the multipart uploads of a rolled-back offload, retrying until west answers.
+    fn abort_uploads_later(self: &Arc<Self>, gpair: String, rel: Vec<u8>) {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(200);
+            loop {
+                let Some((rec, _)) = me.engine.gpair(&gpair) else {
+                    return;
+                };
+                if let Some(west) = me.engine.store(&rec.gpeer) {
+                    let key = crate::west::keys::west_key(&rec.prefix, &rel);
+                    match west.abort_uploads(&rec.bucket, &key).await {
+                        Ok(n) => {
+                            if n > 0 {
+                                tracing::info!(
+                                    gpair,
+                                    uploads = n,
+                                    "aborted orphaned multipart uploads"
+                                );
+                            }
+                            return;
+                        }
+                        Err(e) if e.is_permanent() => {
+                            tracing::warn!(gpair, error = %e, "cannot abort orphaned multipart uploads");
+                            return;
+                        }
+                        Err(_) => {}
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = me.cancel.cancelled() => return,
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        });
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Resolution {
+    OffloadFinished,
+    OffloadRolledBack,
+    RecallFinished,
+    RecallUndone,
+}
+
+/// Absolute path of a catalog key, for messages.
+pub fn path_of(local: &std::path::Path, rel: &[u8]) -> PathBuf {
+    join_rel(local, rel)
+}
