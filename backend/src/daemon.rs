@@ -93,6 +93,7 @@ pub async fn run(
     if recovered != crate::tier::recover::Recovered::default() {
         tracing::info!(?recovered, "interrupted migrations resolved");
     }
+    tiering.start_purge_loop(std::time::Duration::from_secs(3600));
     let resumed = tiering
         .resume_jobs()
         .map_err(|e| RunError::Tier(e.to_string()))?;

@@ -118,6 +118,7 @@ impl AdminService {
             pending,
             failing,
             offloaded: self.engine.quotas.usage(&rec.name).used_files,
+            retain_deleted_days: rec.retain_deleted_days,
         }
     }
 
@@ -300,6 +301,12 @@ impl pb::admin_server::Admin for AdminService {
         let r = req.into_inner();
         registry::check_name("gpair name", &r.name).map_err(invalid)?;
         let (bucket, prefix) = registry::parse_remote(&r.remote).map_err(invalid)?;
+        if r.retain_deleted_days > MAX_RETAIN_DAYS {
+            return Err(invalid(format!(
+                "retain_deleted_days {} is more than {MAX_RETAIN_DAYS}",
+                r.retain_deleted_days
+            )));
+        }
         if r.local_path.is_empty() {
             return Err(invalid("local path is empty"));
         }
@@ -388,6 +395,7 @@ impl pb::admin_server::Admin for AdminService {
             created_at_ms: now_ms(),
             offloaded: 0,
             quota: Default::default(),
+            retain_deleted_days: r.retain_deleted_days,
         };
         self.engine
             .catalog
@@ -681,6 +689,9 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(pb::GetQuotasResponse { quotas }))
     }
 }
+
+/// Longest retention of deleted offloaded data (ten years).
+const MAX_RETAIN_DAYS: u32 = 3650;
 
 /// Most paths one request may name.
 const MAX_PATHS: usize = 100_000;

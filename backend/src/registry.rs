@@ -50,6 +50,9 @@ pub struct GpairRecord {
     /// Limits on west usage (`gpair quota set`).
     #[serde(default)]
     pub quota: crate::tier::quota::QuotaLimits,
+    /// Days the west data of a deleted offloaded file is kept under `.gpair-trash/` (0 = none).
+    #[serde(default)]
+    pub retain_deleted_days: u32,
 }
 
 impl GpairRecord {

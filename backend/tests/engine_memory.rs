@@ -76,6 +76,7 @@ impl World {
             created_at_ms: 0,
             offloaded: 0,
             quota: Default::default(),
+            retain_deleted_days: 0,
         });
     }
 

@@ -33,6 +33,10 @@ struct World {
 }
 
 async fn world(quota: QuotaLimits) -> World {
+    world_with(quota, 0).await
+}
+
+async fn world_with(quota: QuotaLimits, retain_deleted_days: u32) -> World {
     let catalog_dir = tempfile::tempdir().unwrap();
     let share_dir = tempfile::tempdir().unwrap();
     let catalog = Arc::new(Catalog::open(catalog_dir.path()).unwrap());
@@ -78,6 +82,7 @@ async fn world(quota: QuotaLimits) -> World {
         created_at_ms: 0,
         offloaded: 0,
         quota,
+        retain_deleted_days,
     });
     let tier = TierConfig {
         multipart_threshold: 5 << 20,
@@ -464,4 +469,56 @@ async fn bad_selections_are_refused_with_the_path_named() {
         .to_string();
     assert!(err.contains("not under the share"), "{err}");
     assert!(w.tiering.jobs(10).is_empty(), "nothing created");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleted_stubs_keep_their_west_data_for_the_retention_then_it_is_purged() {
+    let w = world_with(QuotaLimits::default(), 3).await;
+    let data = content(8, 20_000);
+    let p = w.write("keep/me", &data);
+    let plain = w.write("plain", b"local only");
+    w.run(JobKind::Migrate, &[&p]).await;
+    w.drain().await;
+    std::fs::remove_file(&p).unwrap();
+    std::fs::remove_file(&plain).unwrap();
+    w.engine
+        .enqueue_batch(
+            "p",
+            vec![
+                (
+                    b"keep/me".to_vec(),
+                    gpair_backend::sync::Op::Delete { is_dir: false },
+                ),
+                (
+                    b"plain".to_vec(),
+                    gpair_backend::sync::Op::Delete { is_dir: false },
+                ),
+            ],
+            0,
+        )
+        .unwrap();
+    w.drain().await;
+    let keys = w.west.inner().keys("west");
+    assert!(!keys.contains(&"s/keep/me".to_string()), "{keys:?}");
+    let trash: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.starts_with(".gpair-trash/p/"))
+        .collect();
+    assert_eq!(trash.len(), 1, "only the offloaded file is kept: {keys:?}");
+    assert!(trash[0].ends_with("/s/keep/me"), "{trash:?}");
+    assert_eq!(w.object(trash[0]).unwrap().data, data);
+    assert_eq!(w.engine.quotas.usage("p").used_files, 0);
+    // Not yet past its retention: kept; three days later: purged.
+    let now = gpair_proto::now_ms();
+    assert_eq!(w.tiering.purge_trash(now + 86_400_000).await, 0);
+    assert_eq!(
+        w.tiering.purge_trash(now + 3 * 86_400_000 + 60_000).await,
+        1
+    );
+    assert!(w
+        .west
+        .inner()
+        .keys("west")
+        .iter()
+        .all(|k| !k.starts_with(".gpair-trash")));
 }

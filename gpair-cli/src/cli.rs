@@ -328,6 +328,11 @@ pub struct BindArgs {
     /// Create the bucket if it does not exist.
     #[arg(long)]
     pub create_bucket: bool,
+
+    /// Keep the west data of deleted offloaded files this many days (under
+    /// `.gpair-trash/NAME/` in the bucket) before purging it; 0 deletes it at once.
+    #[arg(long, value_name = "DAYS", default_value_t = 0)]
+    pub retain_deleted_days: u32,
 }
 
 /// `gpair sync ...`.

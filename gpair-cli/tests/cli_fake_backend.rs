@@ -105,6 +105,7 @@ fn p1() -> pb::Gpair {
         pending: 4,
         failing: 1,
         offloaded: 3,
+        retain_deleted_days: 0,
     }
 }
 
@@ -1210,6 +1211,7 @@ async fn bind_resolves_local_against_cwd() {
             local_path: local,
             remote: "cold/team/a".into(),
             create_bucket: true,
+            retain_deleted_days: 0,
         })]
     );
 
@@ -1285,6 +1287,7 @@ async fn ls_and_show() {
             "pending": 4,
             "failing": 1,
             "offloaded": 3,
+            "retain_deleted_days": 0,
         }])
     );
 
@@ -1302,7 +1305,8 @@ async fn ls_and_show() {
          entries:     1200\n\
          pending:     4\n\
          failing:     1\n\
-         offloaded:   3\n"
+         offloaded:   3\n\
+         retention:   none (deleted files' west data goes at once)\n"
     );
     fake.gpair(&["show", "nope"])
         .await

@@ -34,6 +34,11 @@ struct World {
 const TIER: &str = "\n[tier]\nmultipart_threshold_mib = 5\npart_size_mib = 5\ntransfers = 4\n";
 
 fn world(tier: &str) -> World {
+    world_bind(tier, &[])
+}
+
+/// A world whose gpair is bound with extra `bind` flags.
+fn world_bind(tier: &str, bind_flags: &[&str]) -> World {
     let gw = Gateway::start();
     let b = Backend::start("LC_111", tier);
     let share_dir = tempfile::tempdir().unwrap();
@@ -57,7 +62,8 @@ fn world(tier: &str) -> World {
         "--secret-key",
         &w.gw.backend.secret_key,
     ]);
-    w.ok(&[
+    let remote = format!("{BUCKET}/east");
+    let mut bind = vec![
         "bind",
         "p",
         "--gpeer",
@@ -65,9 +71,11 @@ fn world(tier: &str) -> World {
         "--local",
         w.share.to_str().unwrap(),
         "--remote",
-        &format!("{BUCKET}/east"),
+        &remote,
         "--create-bucket",
-    ]);
+    ];
+    bind.extend_from_slice(bind_flags);
+    w.ok(&bind);
     w
 }
 
@@ -328,6 +336,44 @@ fn deleting_a_stub_deletes_its_west_data_and_frees_quota() {
         w.quota(),
         w.diagnostics()
     );
+}
+
+#[test]
+fn with_retention_a_deleted_stub_keeps_its_west_data_in_the_trash() {
+    let w = world_bind(TIER, &["--retain-deleted-days", "7"]);
+    assert_eq!(w.ok(&["show", "p"])["retain_deleted_days"], 7);
+    let data = test_bytes(40_000, 4);
+    let f = w.write("kept.bin", &data);
+    w.synced();
+    w.ok(&["migrate", "--wait", f.to_str().unwrap()]);
+    std::fs::remove_file(&f).unwrap();
+    let mut trash = Vec::new();
+    let ok = poll_until(WAIT, || {
+        let r = w.gw.signed(
+            &w.gw.backend,
+            "GET",
+            &format!("/{BUCKET}?list-type=2&prefix=.gpair-trash/p/"),
+            &[],
+            b"",
+        );
+        trash = r
+            .body_str()
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next().map(str::to_owned))
+            .collect();
+        w.west("kept.bin").is_none() && trash.len() == 1
+    });
+    assert!(
+        ok,
+        "west {:?}, trash {trash:?}\n{}",
+        w.west("kept.bin"),
+        w.diagnostics()
+    );
+    assert!(trash[0].ends_with("/east/kept.bin"), "{trash:?}");
+    let r = w.gw.get_raw(BUCKET, &trash[0], &[]);
+    assert_eq!(r.body, data, "the retained copy holds the file's bytes");
+    assert_eq!(w.quota()["used_files"], 0);
 }
 
 #[test]

@@ -53,6 +53,8 @@ impl Engine {
                 Ok(Some(r)) if matches!(r.op, Op::Rename { .. } | Op::SetAttr { .. }) => {
                     self.apply(key).await
                 }
+                // An offloaded file whose deletion keeps its west data goes one by one.
+                Ok(Some(_)) if self.retains(&rec, &key[gpair.len() + 1..]) => self.apply(key).await,
                 Ok(Some(r)) => records.push((key, r)),
                 _ => {
                     lock(&self.queue).finish(&key);

@@ -787,8 +787,12 @@ impl Engine {
                     (Op::Delete { is_dir } | Op::Rename { is_dir, .. }, None) => *is_dir,
                     (Op::Put | Op::SetAttr { .. }, None) => return Ok(()), // never synced, already gone
                 };
-                west.delete_entry(&rec.bucket, &west_key(&rec.prefix, path), is_dir)
-                    .await?;
+                let wkey = west_key(&rec.prefix, path);
+                if !is_dir && self.retains(rec, path) {
+                    self.retain_deleted(rec, west, &wkey).await?;
+                } else {
+                    west.delete_entry(&rec.bucket, &wkey, is_dir).await?;
+                }
                 if known.is_some() {
                     self.catalog.delete(CF_ENTRIES, &key)?;
                     stats.entries.fetch_sub(1, Ordering::Relaxed);
@@ -800,6 +804,54 @@ impl Engine {
                     // Whatever west still has under it goes too.
                     self.delete_subtree_children(rec, path)?;
                 }
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether deleting `path` on west must keep its data for the gpair's retention: an
+    /// offloaded file (a remote record) of a gpair with `retain_deleted_days`.
+    pub(crate) fn retains(&self, rec: &GpairRecord, path: &[u8]) -> bool {
+        rec.retain_deleted_days > 0
+            && self
+                .catalog
+                .get_raw(crate::catalog::CF_QUOTA, &gpair_key(&rec.name, path))
+                .ok()
+                .flatten()
+                .is_some()
+    }
+
+    /// Moves a deleted offloaded file's west object to `.gpair-trash/GPAIR/MS/KEY`, where the
+    /// purge finds it once the retention has passed. A key that cannot move (gone, or too
+    /// long with the trash prefix) is deleted instead, with a warning.
+    async fn retain_deleted(
+        &self,
+        rec: &GpairRecord,
+        west: &dyn WestStore,
+        key: &crate::west::WestKey,
+    ) -> Result<(), SyncError> {
+        let trash = crate::west::WestKey {
+            key: format!(
+                "{}/{}",
+                crate::tier::trash_prefix(&rec.name, now_ms()),
+                key.object_key(false)
+            ),
+            long_path: None,
+        };
+        match west.rename(&rec.bucket, key, &trash, false).await {
+            Ok(()) => {
+                tracing::info!(
+                    gpair = rec.name,
+                    key = key.key,
+                    trash = trash.key,
+                    "kept a deleted file's west data for its retention"
+                );
+                Ok(())
+            }
+            Err(e) if !e.is_permanent() => Err(e.into()),
+            Err(e) => {
+                tracing::warn!(gpair = rec.name, key = key.key, error = %e, "cannot keep a deleted file's west data; deleting it");
+                west.delete_entry(&rec.bucket, key, false).await?;
                 Ok(())
             }
         }

@@ -206,6 +206,14 @@ fn east_stop(path: &Path, what: &str, e: impl std::fmt::Display) -> Stop {
 
 pub const CF_TIERS: &str = crate::catalog::CF_TIERS;
 
+/// Where deleted offloaded files' west data waits out its gpair's retention (bucket root).
+pub const TRASH_DIR: &str = ".gpair-trash";
+
+/// `.gpair-trash/GPAIR/MS`: the trash prefix of a deletion at `at_ms`.
+pub fn trash_prefix(gpair: &str, at_ms: i64) -> String {
+    format!("{TRASH_DIR}/{gpair}/{at_ms:013}")
+}
+
 pub struct Tiering {
     pub engine: Arc<Engine>,
     pub config: TierConfig,
@@ -712,6 +720,66 @@ impl Tiering {
             };
         }
         st
+    }
+
+    /// Deletes retained west data whose retention has passed; returns how many objects.
+    pub async fn purge_trash(&self, now: i64) -> usize {
+        let mut purged = 0;
+        for (rec, _) in self.engine.gpair_records() {
+            if rec.retain_deleted_days == 0 {
+                continue;
+            }
+            let Some(west) = self.engine.store(&rec.gpeer) else {
+                continue;
+            };
+            let prefix = format!("{TRASH_DIR}/{}/", rec.name);
+            let keys = match west.list_keys(&rec.bucket, &prefix).await {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!(gpair = rec.name, error = %e, "cannot list retained data; purging later");
+                    continue;
+                }
+            };
+            let keep_ms = i64::from(rec.retain_deleted_days) * 86_400_000;
+            for (key, _) in keys {
+                let at = key[prefix.len()..]
+                    .split('/')
+                    .next()
+                    .and_then(|t| t.parse::<i64>().ok());
+                let Some(at) = at else { continue };
+                if at + keep_ms > now {
+                    continue;
+                }
+                let k = crate::west::WestKey {
+                    key: key.trim_end_matches('/').to_owned(),
+                    long_path: None,
+                };
+                match west.delete_entry(&rec.bucket, &k, key.ends_with('/')).await {
+                    Ok(()) => purged += 1,
+                    Err(e) => {
+                        tracing::warn!(gpair = rec.name, key, error = %e, "cannot purge retained data yet")
+                    }
+                }
+            }
+        }
+        if purged > 0 {
+            tracing::info!(purged, "purged deleted files' west data past its retention");
+        }
+        purged
+    }
+
+    /// Purges retained data every `interval` until shutdown.
+    pub fn start_purge_loop(self: &Arc<Self>, interval: Duration) {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    () = me.cancel.cancelled() => return,
+                }
+                me.purge_trash(now_ms()).await;
+            }
+        });
     }
 
     /// The intents in the catalog (migrations in flight or left by a crash).

@@ -734,6 +734,10 @@ impl<O: ObjectOps> WestStore for EntryStore<O> {
         }
     }
 
+    async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, u64)>, WestError> {
+        self.ops.list_keys(bucket, prefix).await
+    }
+
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<WestEntry>, WestError> {
         let lp = keys::list_prefix(prefix);
         let plain: Vec<String> = self

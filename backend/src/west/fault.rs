@@ -214,6 +214,12 @@ impl<S: WestStore + ?Sized> WestStore for FaultyWest<S> {
         self.after(lose, "rename", r)
     }
 
+    async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, u64)>, WestError> {
+        let lose = self.before("list_keys", &[]).await?;
+        let r = self.inner.list_keys(bucket, prefix).await;
+        self.after(lose, "list_keys", r)
+    }
+
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<WestEntry>, WestError> {
         let lose = self.before("list", &[]).await?;
         let r = self.inner.list(bucket, prefix).await;

@@ -188,6 +188,9 @@ pub trait WestStore: Send + Sync + 'static {
         is_dir: bool,
     ) -> Result<(), WestError>;
 
+    /// Every raw object key starting with `prefix` (no decoding, no HEADs), with data lengths.
+    async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, u64)>, WestError>;
+
     /// Every entry whose key starts with `prefix`, in key order.
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<WestEntry>, WestError>;
 

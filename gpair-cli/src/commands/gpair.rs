@@ -60,6 +60,7 @@ pub fn bind_request(args: &BindArgs, cwd: &Path) -> Result<pb::BindRequest, CliE
         local_path: validate::local_path(&args.local, cwd)?,
         remote: validate::remote(&args.remote)?,
         create_bucket: args.create_bucket,
+        retain_deleted_days: args.retain_deleted_days,
     })
 }
 
@@ -75,6 +76,7 @@ mod tests {
             local: "share".into(),
             remote: "cold/east/".into(),
             create_bucket: true,
+            retain_deleted_days: 0,
         };
         let req = bind_request(&args, Path::new("/srv")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
@@ -85,6 +87,7 @@ mod tests {
                 local_path: "/srv/share".into(),
                 remote: "cold/east".into(),
                 create_bucket: true,
+                retain_deleted_days: 0,
             }
         );
     }
@@ -97,6 +100,7 @@ mod tests {
             local: "/x".into(),
             remote: "cold".into(),
             create_bucket: false,
+            retain_deleted_days: 0,
         };
         let e = bind_request(&args, Path::new("/"))
             .err()

@@ -20,6 +20,7 @@ pub fn gpair_json(g: &pb::Gpair) -> Value {
         "pending": g.pending,
         "failing": g.failing,
         "offloaded": g.offloaded,
+        "retain_deleted_days": g.retain_deleted_days,
     })
 }
 
@@ -74,6 +75,13 @@ fn details(g: &pb::Gpair) -> String {
         ("pending", g.pending.to_string()),
         ("failing", g.failing.to_string()),
         ("offloaded", g.offloaded.to_string()),
+        (
+            "retention",
+            match g.retain_deleted_days {
+                0 => "none (deleted files' west data goes at once)".to_string(),
+                d => format!("deleted files' west data kept {d} day(s)"),
+            },
+        ),
     ])
 }
 
@@ -138,6 +146,7 @@ pub(crate) mod tests {
             pending: 7,
             failing: 1,
             offloaded: 300,
+            retain_deleted_days: 7,
         }
     }
 
@@ -173,7 +182,8 @@ pub(crate) mod tests {
              entries:     12345\n\
              pending:     7\n\
              failing:     1\n\
-             offloaded:   300\n"
+             offloaded:   300\n\
+             retention:   deleted files' west data kept 7 day(s)\n"
         );
     }
 
@@ -189,6 +199,7 @@ pub(crate) mod tests {
                 "remote_prefix": "east/share",
                 "gpair_value": "LC_111,/srv/share,LC_222,cold/east/share",
                 "state": "active",
+                "retain_deleted_days": 7,
                 "created_at_ms": 1_714_564_800_000_i64,
                 "entries": 12345,
                 "pending": 7,
