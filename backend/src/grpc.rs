@@ -772,6 +772,7 @@ fn job_pb(rt: &JobRt, files: Option<JobFiles>) -> pb::Job {
             .collect(),
         files_truncated: truncated,
         gpairs: r.gpairs.clone(),
+        cancel_requested: rt.cancel.is_cancelled() && !r.state.finished(),
     }
 }
 

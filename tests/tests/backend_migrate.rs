@@ -410,6 +410,36 @@ fn a_job_waits_for_an_unreachable_gpeer_and_finishes_when_it_returns() {
 }
 
 #[test]
+fn a_cancelled_job_stops_and_leaves_every_file_whole() {
+    let w = world(TIER);
+    let corpus = Corpus::create(&w, "c", 12, 500);
+    w.synced();
+    let job = w.ok(&["migrate", "-r", w.share.join("c").to_str().unwrap()]);
+    let id = job_id(&job);
+    let cancelled = w.ok(&["job", "cancel", &id.to_string()]);
+    assert_eq!(job_id(&cancelled), id);
+    let done = w.wait_job(id);
+    assert_eq!(done["state"], "cancelled", "{done:#}");
+    assert_eq!(
+        done["cancel_requested"], false,
+        "finished: no longer pending"
+    );
+    let c = &done;
+    let total = [
+        "files_done",
+        "files_cancelled",
+        "files_noop",
+        "files_skipped",
+    ]
+    .iter()
+    .map(|k| c[k].as_u64().unwrap())
+    .sum::<u64>();
+    assert_eq!(total, 12, "every file accounted for: {done:#}");
+    assert!(done["files_cancelled"].as_u64().unwrap() > 0, "{done:#}");
+    corpus.check_invariants(&w);
+}
+
+#[test]
 fn bad_input_gets_clear_errors() {
     let w = world(TIER);
     let outside = tempfile::tempdir().unwrap();

@@ -238,6 +238,28 @@ impl Tiering {
             .commit()
             .map_err(|e| failed(format!("catalog: {e}")))?;
         self.engine.quotas.commit(&rec.name, dv.size);
+        // Deleted or replaced on east while we released it (its deletion may already have
+        // been synced, before the record above existed): the record must not outlive it.
+        let p = path.to_path_buf();
+        let ino = meta.ino;
+        let same = blocking(move || {
+            std::fs::symlink_metadata(&p)
+                .is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == ino)
+        })
+        .await;
+        if same == Ok(false) {
+            if let Err(e) = self
+                .engine
+                .quotas
+                .forget_path(self.catalog(), &rec.name, rel, false)
+            {
+                tracing::error!(error = %e, "cannot drop the remote record of a file deleted during its offload");
+            }
+            return Ok(FileResult::new(
+                Outcome::Skipped,
+                "gone: deleted or replaced during the offload",
+            ));
+        }
         Ok(FileResult {
             outcome: Outcome::Done,
             reason: String::new(),

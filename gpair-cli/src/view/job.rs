@@ -23,6 +23,15 @@ pub fn is_finished(state: i32) -> bool {
     )
 }
 
+/// The state for people: `cancelling` while a requested cancel is still stopping files.
+fn state_word(j: &pb::Job) -> String {
+    if j.cancel_requested && !is_finished(j.state) {
+        "cancelling".to_string()
+    } else {
+        format::job_state(j.state)
+    }
+}
+
 /// Files the job has dealt with, whatever the outcome.
 pub fn files_processed(j: &pb::Job) -> u64 {
     [
@@ -83,6 +92,7 @@ pub fn job_json(j: &pb::Job) -> Value {
         "files": j.files.iter().map(job_file_json).collect::<Vec<_>>(),
         "files_truncated": j.files_truncated,
         "gpairs": j.gpairs,
+        "cancel_requested": j.cancel_requested,
     })
 }
 
@@ -172,7 +182,7 @@ fn details(j: &pb::Job, now_ms: i64) -> String {
     kv(&[
         ("job", j.id.to_string()),
         ("kind", format::job_kind(j.kind)),
-        ("state", format::job_state(j.state)),
+        ("state", state_word(j)),
         ("selection", selection(j)),
         ("gpairs", gpairs(j)),
         ("created", format::timestamp_or(j.created_at_ms, "-")),
@@ -233,7 +243,7 @@ pub fn queued(j: &pb::Job) -> Rendered {
     let mut lines = vec![
         ("job", j.id.to_string()),
         ("kind", format::job_kind(j.kind)),
-        ("state", format::job_state(j.state)),
+        ("state", state_word(j)),
         ("selection", selection(j)),
         ("gpairs", gpairs(j)),
     ];
@@ -264,7 +274,7 @@ pub fn list(jobs: &[pb::Job]) -> Rendered {
             t.row([
                 j.id.to_string(),
                 format::job_kind(j.kind),
-                format::job_state(j.state),
+                state_word(j),
                 format::timestamp_or(j.created_at_ms, "-"),
                 format!("{}/{}", files_processed(j), j.files_total),
                 format!(
@@ -290,7 +300,7 @@ pub fn cancelled(j: &pb::Job, now_ms: i64) -> Rendered {
         Ok(pb::JobState::Cancelled) => format!("cancelled job {id}"),
         _ if is_finished(j.state) => format!(
             "job {id} had already finished ({}); nothing to cancel",
-            format::job_state(j.state)
+            state_word(j)
         ),
         _ => format!(
             "cancelling job {id}: files in flight finish or roll back first \
@@ -316,7 +326,7 @@ fn progress_head(j: &pb::Job) -> String {
             })
         )
     } else {
-        format::job_state(j.state)
+        state_word(j)
     }
 }
 
@@ -450,6 +460,7 @@ pub(crate) mod tests {
             ],
             files_truncated: true,
             gpairs: vec!["p1".into()],
+            cancel_requested: false,
         }
     }
 
@@ -574,7 +585,19 @@ pub(crate) mod tests {
         );
         assert_eq!(j["files_truncated"], true);
         assert_eq!(j["gpairs"], json!(["p1"]));
-        assert_eq!(j.as_object().map(|o| o.len()), Some(24));
+        assert_eq!(j["cancel_requested"], false);
+        assert_eq!(j.as_object().map(|o| o.len()), Some(25));
+    }
+
+    #[test]
+    fn a_requested_cancel_shows_as_cancelling_until_the_job_ends() {
+        let mut j = running_job();
+        j.cancel_requested = true;
+        assert_eq!(state_word(&j), "cancelling");
+        assert_eq!(job_json(&j)["state"], "running");
+        assert_eq!(job_json(&j)["cancel_requested"], true);
+        j.state = pb::JobState::Cancelled as i32;
+        assert_eq!(state_word(&j), "cancelled");
     }
 
     #[test]
