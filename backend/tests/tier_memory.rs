@@ -522,3 +522,37 @@ async fn deleted_stubs_keep_their_west_data_for_the_retention_then_it_is_purged(
         .iter()
         .all(|k| !k.starts_with(".gpair-trash")));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stub_deleted_and_recreated_at_the_same_path_frees_its_quota() {
+    let w = world(QuotaLimits::default()).await;
+    let p = w.write("again", &content(9, 10_000));
+    w.run(JobKind::Migrate, &[&p]).await;
+    assert_eq!(w.engine.quotas.usage("p").used_files, 1);
+    // Tiny stubs release their last partial block too.
+    let tiny = w.write("tiny", b"22 bytes of something.");
+    w.run(JobKind::Migrate, &[&tiny]).await;
+    let blocks = std::fs::metadata(&tiny).unwrap().blocks();
+    assert!(
+        blocks * 512 <= 4096,
+        "only an xattr block may remain: {blocks} blocks"
+    );
+    // rm + create in one breath: the watcher reports one change, a put of the new file.
+    std::fs::remove_file(&p).unwrap();
+    std::fs::write(&p, b"new").unwrap();
+    w.engine
+        .enqueue("p", b"again", gpair_backend::sync::Op::Put, 0)
+        .unwrap();
+    w.drain().await;
+    assert_eq!(
+        w.engine.quotas.usage("p").used_files,
+        1,
+        "only tiny is offloaded"
+    );
+    assert_eq!(w.tiering.state(&p).state, TierState::Local);
+    assert_eq!(w.tiering.state(&p).offloaded_at_ms, 0);
+    // Offloading the new file counts it once.
+    w.run(JobKind::Migrate, &[&p]).await;
+    assert_eq!(w.engine.quotas.usage("p").used_files, 2);
+    assert_eq!(w.engine.quotas.usage("p").used_bytes, 3 + 22);
+}

@@ -150,6 +150,7 @@ impl Engine {
             Vec::with_capacity(planned.len());
         let mut dir_deletes = Vec::new();
         let mut deleted: Vec<(Vec<u8>, bool)> = Vec::new();
+        let mut written: Vec<(Vec<u8>, EntryMeta)> = Vec::new();
         let mut any_success = false;
         for (plan, (key, record)) in planned {
             let result = match plan {
@@ -171,6 +172,7 @@ impl Engine {
                                 if !exists {
                                     stats.entries.fetch_add(1, Ordering::Relaxed);
                                 }
+                                written.push((key[prefix_len..].to_vec(), meta.clone()));
                                 batch.put(
                                     CF_ENTRIES,
                                     &key,
@@ -199,6 +201,20 @@ impl Engine {
         }
         if let Err(e) = batch.commit() {
             tracing::error!(error = %e, "cannot record synced entries");
+        }
+        for (path, meta) in written {
+            let abs = join_rel(&rec.local_path, &path);
+            let replaced = self.quotas.forget_if_replaced(
+                &self.catalog,
+                gpair,
+                &path,
+                &abs,
+                &meta,
+                self.stub_attr(),
+            );
+            if let Err(e) = replaced {
+                tracing::error!(error = %e, "cannot check a replaced file's remote record");
+            }
         }
         for (path, is_dir) in deleted {
             // An offloaded file's west data went with it: its quota is free.

@@ -188,6 +188,8 @@ pub struct Engine {
     pub catalog: Arc<Catalog>,
     /// West usage per gpair (offloaded files and reservations).
     pub quotas: crate::tier::quota::Quotas,
+    /// The stub record's attribute name (set by the migration engine at start).
+    pub stub_xattr: std::sync::OnceLock<String>,
     /// Waiters of SetAttr records, by outbox key.
     attr_waiters: Mutex<HashMap<ItemKey, Vec<tokio::sync::oneshot::Sender<AttrOutcome>>>>,
     pub config: SyncConfig,
@@ -227,6 +229,7 @@ impl Engine {
         Arc::new(Self {
             catalog,
             quotas: crate::tier::quota::Quotas::default(),
+            stub_xattr: std::sync::OnceLock::new(),
             attr_waiters: Mutex::new(HashMap::new()),
             config,
             west_factory,
@@ -809,6 +812,11 @@ impl Engine {
         }
     }
 
+    /// The stub record's attribute name.
+    pub fn stub_attr(&self) -> &str {
+        self.stub_xattr.get().map_or("user.gpair", String::as_str)
+    }
+
     /// Whether deleting `path` on west must keep its data for the gpair's retention: an
     /// offloaded file (a remote record) of a gpair with `retain_deleted_days`.
     pub(crate) fn retains(&self, rec: &GpairRecord, path: &[u8]) -> bool {
@@ -996,6 +1004,14 @@ impl Engine {
             &rec.gpair_value,
         )
         .await?;
+        self.quotas.forget_if_replaced(
+            &self.catalog,
+            &rec.name,
+            path,
+            &join_rel(&rec.local_path, path),
+            meta,
+            self.stub_attr(),
+        )?;
         let key = gpair_key(&rec.name, path);
         let existed = self.catalog.get_raw(CF_ENTRIES, &key)?.is_some();
         self.catalog.put(

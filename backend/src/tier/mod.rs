@@ -237,6 +237,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 impl Tiering {
     pub fn new(engine: Arc<Engine>, config: TierConfig, cancel: CancellationToken) -> Arc<Self> {
+        let _ = engine.stub_xattr.set(config.stub_xattr.clone());
         let next = engine
             .catalog
             .get::<u64>(CF_META, b"next_job_id")

@@ -232,12 +232,19 @@ impl Tiering {
                 crc32c: crc,
                 offloaded_at_ms: stub_rec.offloaded_at_ms,
                 job: rt.id(),
+                ino: meta.ino,
             },
         );
+        // A record left by an earlier file at this path (replaced before sync noticed) is
+        // overwritten here: its usage goes with it.
+        let stale: Option<RemoteRecord> = self.catalog().get(CF_QUOTA, &gk).ok().flatten();
         batch
             .commit()
             .map_err(|e| failed(format!("catalog: {e}")))?;
         self.engine.quotas.commit(&rec.name, dv.size);
+        if let Some(old) = stale {
+            self.engine.quotas.free(&rec.name, old.size);
+        }
         // Deleted or replaced on east while we released it (its deletion may already have
         // been synced, before the record above existed): the record must not outlive it.
         let p = path.to_path_buf();

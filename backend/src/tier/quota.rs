@@ -28,6 +28,9 @@ pub struct RemoteRecord {
     pub crc32c: u32,
     pub offloaded_at_ms: i64,
     pub job: u64,
+    /// The east inode that was offloaded (0 in records written before it was kept).
+    #[serde(default)]
+    pub ino: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,6 +44,8 @@ pub struct Usage {
 #[derive(Default)]
 pub struct Quotas {
     usage: Mutex<HashMap<String, Usage>>,
+    /// Serializes removals of remote records (see [`Quotas::remove_record`]).
+    records: Mutex<()>,
 }
 
 fn lock(m: &Mutex<HashMap<String, Usage>>) -> std::sync::MutexGuard<'_, HashMap<String, Usage>> {
@@ -151,18 +156,59 @@ impl Quotas {
             under.push(b'/');
             gone.extend(catalog.scan::<RemoteRecord>(CF_QUOTA, &under, |_| {})?);
         }
-        if gone.is_empty() {
-            return Ok(());
-        }
-        let mut batch = catalog.batch();
-        for (k, _) in &gone {
-            batch.delete(CF_QUOTA, k);
-        }
-        batch.commit()?;
-        for (_, r) in gone {
-            self.free(gpair, r.size);
+        for (k, _) in gone {
+            if let Some((_, p)) = split_gpair_key(&k) {
+                self.remove_record(catalog, gpair, p)?;
+            }
         }
         Ok(())
+    }
+
+    /// Sync saw `path` (absolute: `abs`) as `meta`: if it is no longer the file that was
+    /// offloaded there — not a regular file, another inode, or no stub record (deleted and
+    /// re-created, which the watcher may report as one change, and inode numbers get reused) —
+    /// its remote record goes. `stub_xattr`: the stub record's attribute name.
+    pub fn forget_if_replaced(
+        &self,
+        catalog: &Catalog,
+        gpair: &str,
+        path: &[u8],
+        abs: &std::path::Path,
+        meta: &crate::entry::EntryMeta,
+        stub_xattr: &str,
+    ) -> Result<(), CatalogError> {
+        let key = gpair_key(gpair, path);
+        let Some(r) = catalog.get::<RemoteRecord>(CF_QUOTA, &key)? else {
+            return Ok(());
+        };
+        let replaced = meta.kind != crate::entry::EntryKind::File
+            || (r.ino != 0 && r.ino != meta.ino)
+            || matches!(crate::tier::stub::read_path(abs, stub_xattr), Ok(None));
+        if replaced {
+            self.remove_record(catalog, gpair, path)?;
+        }
+        Ok(())
+    }
+
+    /// Removes one file's remote record and frees its usage, once even when several callers
+    /// race for it (sync and a finishing recall). Returns the record removed.
+    pub fn remove_record(
+        &self,
+        catalog: &Catalog,
+        gpair: &str,
+        path: &[u8],
+    ) -> Result<Option<RemoteRecord>, CatalogError> {
+        let _one_at_a_time = self
+            .records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = gpair_key(gpair, path);
+        let Some(r) = catalog.get::<RemoteRecord>(CF_QUOTA, &key)? else {
+            return Ok(None);
+        };
+        catalog.delete(CF_QUOTA, &key)?;
+        self.free(gpair, r.size);
+        Ok(Some(r))
     }
 
     /// A rename moved `from` (and what is under it) to `to`: the remote records follow.
@@ -244,6 +290,7 @@ mod tests {
             crc32c: 0,
             offloaded_at_ms: 1,
             job: 1,
+            ino: 0,
         };
         c.put(CF_QUOTA, &gpair_key("p", b"d/a"), &rec(10)).unwrap();
         c.put(CF_QUOTA, &gpair_key("p", b"d/b"), &rec(20)).unwrap();

@@ -21,7 +21,7 @@ use super::{
     blocking, east_stop, failed, failpoint, open_file, west_stop, FileResult, Intent, MarkState,
     Stop, Tiering, CF_TIERS,
 };
-use crate::catalog::{gpair_key, CF_INTENTS, CF_QUOTA};
+use crate::catalog::{gpair_key, CF_INTENTS};
 use crate::registry::GpairRecord;
 use crate::sync::AttrOp;
 use crate::west::{WestKey, WestStore};
@@ -254,20 +254,25 @@ impl Tiering {
             });
         }
         let gk = gpair_key(&rec.name, rel);
-        let had_remote = self
-            .catalog()
-            .get_raw(CF_QUOTA, &gk)
-            .ok()
-            .flatten()
-            .is_some();
+        // The remote record first (freeing its usage once), then the intent: a crash between
+        // the two leaves the intent, whose recovery finds no record and frees nothing.
+        if let Err(e) = self
+            .engine
+            .quotas
+            .remove_record(self.catalog(), &rec.name, rel)
+        {
+            tracing::error!(error = %e, "cannot drop the remote record of a recalled file; recovery will");
+            return Ok(FileResult {
+                outcome: Outcome::Done,
+                reason: String::new(),
+                bytes: size,
+            });
+        }
         let mut batch = self.catalog().batch();
         batch.delete(CF_INTENTS, &gk);
-        batch.delete(CF_QUOTA, &gk);
         batch.delete(CF_TIERS, &gk);
         if let Err(e) = batch.commit() {
             tracing::error!(error = %e, "cannot record a finished recall; recovery will");
-        } else if had_remote {
-            self.engine.quotas.free(&rec.name, size);
         }
         Ok(FileResult {
             outcome: Outcome::Done,

@@ -109,6 +109,10 @@ impl Tiering {
                         crc32c: s.crc32c,
                         offloaded_at_ms: s.offloaded_at_ms,
                         job: intent.job,
+                        ino: f
+                            .metadata()
+                            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                            .unwrap_or(0),
                     },
                 );
                 let existed = self.catalog().get_raw(CF_QUOTA, &gk)?.is_some();
@@ -168,15 +172,13 @@ impl Tiering {
         if let Err(e) = self.engine.enqueue_setattr(gpair, rel, AttrOp::Rtl) {
             tracing::error!(error = %e, "cannot queue rtl for a finished recall");
         }
-        let remote: Option<RemoteRecord> = self.catalog().get(CF_QUOTA, &gk)?;
+        self.engine
+            .quotas
+            .remove_record(self.catalog(), gpair, rel)?;
         let mut batch = self.catalog().batch();
         batch.delete(CF_INTENTS, &gk);
-        batch.delete(CF_QUOTA, &gk);
         batch.delete(CF_TIERS, &gk);
         batch.commit()?;
-        if let Some(r) = remote {
-            self.engine.quotas.free(gpair, r.size);
-        }
         let size = file
             .and_then(|f| f.metadata().ok())
             .map_or(0, |m| std::os::unix::fs::MetadataExt::size(&m));

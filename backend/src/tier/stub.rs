@@ -251,11 +251,15 @@ pub fn remove_fd(file: &File, attr: &str) -> io::Result<()> {
     }
 }
 
-/// Releases the data of `[0, len)` while keeping the size.
+/// Releases the data of `[0, len)` while keeping the size. The range is rounded up to the
+/// filesystem block, so the partial last block goes too (past the end of the file there is
+/// nothing to keep).
 pub fn punch(file: &File, len: u64) -> io::Result<()> {
     if len == 0 {
         return Ok(());
     }
+    let block = file.metadata()?.blksize().max(512);
+    let len = len.div_ceil(block).saturating_mul(block);
     let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
     // SAFETY: fd open for the borrow.
     let r = unsafe {
