@@ -75,6 +75,9 @@ pub struct RawTier {
     pub part_size_mib: Option<u64>,
     /// Parts or ranges of one file in flight at once (default 4).
     pub streams_per_file: Option<usize>,
+    /// Hours the west data of any deleted offloaded file stays in the bucket's trash before it
+    /// is purged (default 24; 0 deletes at once unless the gpair retains deleted data).
+    pub deleted_grace_hours: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +87,7 @@ pub struct TierConfig {
     pub multipart_threshold: u64,
     pub part_size: u64,
     pub streams_per_file: usize,
+    pub deleted_grace: Duration,
 }
 
 impl Default for TierConfig {
@@ -94,6 +98,7 @@ impl Default for TierConfig {
             multipart_threshold: 16 << 20,
             part_size: 16 << 20,
             streams_per_file: 4,
+            deleted_grace: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -142,6 +147,15 @@ fn build_tier(t: RawTier) -> Result<TierConfig, ConfigError> {
         multipart_threshold: threshold_mib << 20,
         part_size: part_mib << 20,
         streams_per_file: streams,
+        deleted_grace: match t.deleted_grace_hours {
+            None => d.deleted_grace,
+            Some(h) if h <= 24 * 3650 => Duration::from_secs(h * 3600),
+            Some(h) => {
+                return Err(invalid(format!(
+                    "tier.deleted_grace_hours = {h}: at most ten years"
+                )))
+            }
+        },
     })
 }
 

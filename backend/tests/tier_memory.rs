@@ -556,3 +556,86 @@ async fn a_stub_deleted_and_recreated_at_the_same_path_frees_its_quota() {
     assert_eq!(w.engine.quotas.usage("p").used_files, 2);
     assert_eq!(w.engine.quotas.usage("p").used_bytes, 3 + 22);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rename_sync_saw_as_delete_and_create_still_recalls_from_the_trash() {
+    let w = world(QuotaLimits::default()).await;
+    let data = content(10, 30_000);
+    let a = w.write("a/x", &data);
+    w.run(JobKind::Migrate, &[&a]).await;
+    w.drain().await;
+    // Renamed while nobody watched: sync sees the old path gone and a new one.
+    std::fs::create_dir_all(w.share.join("b")).unwrap();
+    let b = w.share.join("b/y");
+    std::fs::rename(&a, &b).unwrap();
+    w.engine
+        .enqueue_batch(
+            "p",
+            vec![
+                (
+                    b"a/x".to_vec(),
+                    gpair_backend::sync::Op::Delete { is_dir: false },
+                ),
+                (b"b/y".to_vec(), gpair_backend::sync::Op::Put),
+            ],
+            0,
+        )
+        .unwrap();
+    w.drain().await;
+    assert!(w.object("s/a/x").is_none());
+    let back = w.run(JobKind::Recall, &[&b]).await;
+    assert_eq!(back.counters().files_done, 1, "{:?}", w.outcomes(back.id()));
+    assert_eq!(std::fs::read(&b).unwrap(), data);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_metadata_update_never_overwrites_data_west_owns() {
+    let w = world(QuotaLimits::default()).await;
+    let data = content(11, 30_000);
+    let p = w.write("owned", &data);
+    w.run(JobKind::Migrate, &[&p]).await;
+    w.drain().await;
+    // Written on east behind the stub's back: the update is refused, west keeps the copy.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&p)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"more"))
+        .unwrap();
+    w.engine
+        .enqueue("p", b"owned", gpair_backend::sync::Op::Put, 0)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while w.engine.failures("p", 10).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the update should fail, not apply"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        w.object("s/owned").unwrap().data,
+        data,
+        "west's copy intact"
+    );
+    assert_eq!(w.tiering.state(&p).state, TierState::Conflict);
+    // A different, local file at the path: west's data goes to the trash, then the placeholder.
+    std::fs::remove_file(&p).unwrap();
+    std::fs::write(&p, b"brand new").unwrap();
+    w.engine
+        .enqueue("p", b"owned", gpair_backend::sync::Op::Put, 0)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while w.object("s/owned").is_some_and(|o| !o.placeholder) {
+        assert!(Instant::now() < deadline, "placeholder never written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let kept: Vec<String> = w
+        .west
+        .inner()
+        .keys("west")
+        .into_iter()
+        .filter(|k| k.starts_with(".gpair-trash/") && k.ends_with("/s/owned"))
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(w.object(&kept[0]).unwrap().data, data);
+}

@@ -24,6 +24,9 @@ pub const MAX_BATCH: usize = 512;
 enum Plan {
     /// Nothing to do on west (never synced and already gone).
     Nothing,
+    /// East could not be read (not "gone": EIO, ESTALE, permissions…): retried later, never
+    /// taken for a deletion.
+    Unreadable(String),
     Write {
         op: BatchOp,
         east: Option<EntryMeta>,
@@ -95,6 +98,12 @@ impl Engine {
                                 is_dir,
                             }
                         }
+                        Err(e)
+                            if e.kind() != std::io::ErrorKind::NotFound
+                                && e.raw_os_error() != Some(libc::ENOTDIR) =>
+                        {
+                            Plan::Unreadable(format!("east {}: {e}", String::from_utf8_lossy(path)))
+                        }
                         Err(_) => {
                             let known: Option<EntryRecord> = catalog
                                 .get(CF_ENTRIES, &gpair_key(&gp, path))
@@ -123,7 +132,7 @@ impl Engine {
             .iter()
             .filter_map(|(p, _)| match p {
                 Plan::Write { op, .. } => Some(BatchOp::clone(op)),
-                Plan::Nothing => None,
+                Plan::Nothing | Plan::Unreadable(_) => None,
             })
             .collect();
         let results = if ops.is_empty() {
@@ -155,6 +164,7 @@ impl Engine {
         for (plan, (key, record)) in planned {
             let result = match plan {
                 Plan::Nothing => Ok(()),
+                Plan::Unreadable(why) => Err(WestError::permanent(why)),
                 Plan::Write { east, is_dir, .. } => {
                     let r = results
                         .next()

@@ -96,6 +96,9 @@ pub fn outbox_path(path: &[u8]) -> (&[u8], bool) {
 /// What a waiter of a SetAttr record learns: applied, or the permanent error of an attempt.
 pub type AttrOutcome = Result<(), String>;
 
+/// Someone waiting for a SetAttr record of `attr` to be applied.
+type AttrWaiter = (AttrOp, tokio::sync::oneshot::Sender<AttrOutcome>);
+
 /// A durable outbox record (catalog `outbox` CF, key `gpair ‖ 0 ‖ path`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutboxRecord {
@@ -188,10 +191,14 @@ pub struct Engine {
     pub catalog: Arc<Catalog>,
     /// West usage per gpair (offloaded files and reservations).
     pub quotas: crate::tier::quota::Quotas,
+    /// How long the west data of any deleted offloaded file is kept in the trash at least
+    /// (`tier.deleted_grace_hours`, set by the migration engine): a deletion seen by sync may
+    /// be half of a rename it missed.
+    pub deleted_grace_ms: AtomicI64,
     /// The stub record's attribute name (set by the migration engine at start).
     pub stub_xattr: std::sync::OnceLock<String>,
     /// Waiters of SetAttr records, by outbox key.
-    attr_waiters: Mutex<HashMap<ItemKey, Vec<tokio::sync::oneshot::Sender<AttrOutcome>>>>,
+    attr_waiters: Mutex<HashMap<ItemKey, Vec<AttrWaiter>>>,
     pub config: SyncConfig,
     west_factory: WestFactory,
     state: Mutex<State>,
@@ -230,6 +237,7 @@ impl Engine {
             catalog,
             quotas: crate::tier::quota::Quotas::default(),
             stub_xattr: std::sync::OnceLock::new(),
+            deleted_grace_ms: AtomicI64::new(0),
             attr_waiters: Mutex::new(HashMap::new()),
             config,
             west_factory,
@@ -358,6 +366,7 @@ impl Engine {
         }
         let prefix = gpair_key(name, b"");
         lock(&self.queue).remove_prefix(&prefix);
+        self.fail_attr_waiters(&prefix, "the gpair was unbound");
         self.quotas.forget_gpair(name);
         let catalog = Arc::clone(&self.catalog);
         tokio::task::spawn_blocking(move || {
@@ -679,11 +688,11 @@ impl Engine {
             }
         };
         let gpeer = rec.gpeer.clone();
-        if is_attr {
+        if let (true, Op::SetAttr { attr }) = (is_attr, &record.op) {
             match &result {
-                Ok(()) => self.notify_attr(&key, Ok(())),
+                Ok(()) => self.notify_attr(&key, *attr, Ok(())),
                 Err(SyncError::West(e)) if !e.is_permanent() => {}
-                Err(e) => self.notify_attr(&key, Err(e.to_string())),
+                Err(e) => self.notify_attr(&key, *attr, Err(e.to_string())),
             }
         }
         match result {
@@ -820,7 +829,7 @@ impl Engine {
     /// Whether deleting `path` on west must keep its data for the gpair's retention: an
     /// offloaded file (a remote record) of a gpair with `retain_deleted_days`.
     pub(crate) fn retains(&self, rec: &GpairRecord, path: &[u8]) -> bool {
-        rec.retain_deleted_days > 0
+        (rec.retain_deleted_days > 0 || self.deleted_grace_ms.load(Ordering::Relaxed) > 0)
             && self
                 .catalog
                 .get_raw(crate::catalog::CF_QUOTA, &gpair_key(&rec.name, path))
@@ -874,6 +883,44 @@ impl Engine {
         attr: AttrOp,
     ) -> Result<(), SyncError> {
         let key = west_key(&rec.prefix, path);
+        if attr == AttrOp::Rtl {
+            // rtl means "east holds the data": if the file at this path is a stub now (another
+            // offloaded file renamed over it since this was queued), releasing the object at
+            // the key would drop that stub's only copy. Such an rtl is stale.
+            let abs = join_rel(&rec.local_path, path);
+            let attr_name = self.stub_attr().to_owned();
+            let a2 = abs.clone();
+            let is_stub = tokio::task::spawn_blocking(move || {
+                match crate::tier::stub::read_path(&a2, &attr_name) {
+                    // No file there: nothing east could lose.
+                    Err(crate::tier::stub::StubError::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound
+                            || source.raw_os_error() == Some(libc::ENOTDIR) =>
+                    {
+                        Ok(None)
+                    }
+                    r => r.map_err(|e| e.to_string()),
+                }
+            })
+            .await
+            .map_err(|e| SyncError::East {
+                path: abs.clone(),
+                source: std::io::Error::other(e),
+            })?;
+            match is_stub {
+                Ok(Some(_)) => {
+                    tracing::info!(gpair = rec.name, path = %abs.display(), "stale rtl skipped: the file at this path is a stub");
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(SyncError::East {
+                        path: abs,
+                        source: std::io::Error::other(e),
+                    })
+                }
+            }
+        }
         match west
             .set_attr(&rec.bucket, &key, attr.west(), &rec.gpair_value)
             .await
@@ -888,10 +935,39 @@ impl Engine {
         }
     }
 
-    fn notify_attr(&self, key: &[u8], outcome: AttrOutcome) {
-        let waiters = lock(&self.attr_waiters).remove(key).unwrap_or_default();
-        for w in waiters {
+    /// Tells the waiters of `key` for `attr` how it went; waiters for the other attr keep
+    /// waiting (their own record replaced this one, or will).
+    fn notify_attr(&self, key: &[u8], attr: AttrOp, outcome: AttrOutcome) {
+        let mut all = lock(&self.attr_waiters);
+        let Some(waiters) = all.remove(key) else {
+            return;
+        };
+        let (mine, others): (Vec<_>, Vec<_>) = waiters.into_iter().partition(|(a, _)| *a == attr);
+        if !others.is_empty() {
+            all.insert(key.to_vec(), others);
+        }
+        drop(all);
+        for (_, w) in mine {
             let _ = w.send(outcome.clone());
+        }
+    }
+
+    /// Fails every waiter whose key starts with `prefix` (its records are gone).
+    fn fail_attr_waiters(&self, prefix: &[u8], why: &str) {
+        let gone: Vec<AttrWaiter> = {
+            let mut all = lock(&self.attr_waiters);
+            let keys: Vec<ItemKey> = all
+                .keys()
+                .filter(|k| k.starts_with(prefix))
+                .cloned()
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| all.remove(&k))
+                .flatten()
+                .collect()
+        };
+        for (_, w) in gone {
+            let _ = w.send(Err(why.to_owned()));
         }
     }
 
@@ -916,7 +992,7 @@ impl Engine {
         lock(&self.attr_waiters)
             .entry(key.clone())
             .or_default()
-            .push(tx);
+            .push((attr, tx));
         if let Err(e) = self.enqueue_key(gpair, key.clone(), Op::SetAttr { attr }, 0) {
             lock(&self.attr_waiters).remove(&key);
             return Err(e);
@@ -927,7 +1003,8 @@ impl Engine {
         }
     }
 
-    /// Writes one outbox record under an explicit key and schedules it.
+    /// Writes one outbox record under an explicit key and schedules it. A SetAttr replaces
+    /// any earlier one of the file: waiters for the other attr learn it was superseded.
     fn enqueue_key(
         &self,
         gpair: &str,
@@ -935,6 +1012,25 @@ impl Engine {
         op: Op,
         delay_ms: i64,
     ) -> Result<(), SyncError> {
+        if let Op::SetAttr { attr } = &op {
+            let superseded: Vec<AttrWaiter> = {
+                let mut all = lock(&self.attr_waiters);
+                match all.get_mut(&key) {
+                    Some(ws) => {
+                        let (keep, gone) =
+                            std::mem::take(ws).into_iter().partition(|(a, _)| a == attr);
+                        *ws = keep;
+                        gone
+                    }
+                    None => Vec::new(),
+                }
+            };
+            for (_, w) in superseded {
+                let _ = w.send(Err(
+                    "superseded by a later SetAttrObj of the same file".into()
+                ));
+            }
+        }
         let Some(gpeer) = self.gpeer_of(gpair) else {
             return Err(SyncError::West(WestError::permanent(format!(
                 "gpair {gpair} is not bound"
@@ -997,13 +1093,33 @@ impl Engine {
         path: &[u8],
         meta: &EntryMeta,
     ) -> Result<(), SyncError> {
-        west.put_entry(
-            &rec.bucket,
-            &west_key(&rec.prefix, path),
-            meta,
-            &rec.gpair_value,
-        )
-        .await?;
+        let wkey = west_key(&rec.prefix, path);
+        match west
+            .put_entry(&rec.bucket, &wkey, meta, &rec.gpair_value)
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if e.kind == crate::west::ErrorKind::OwnedData => {
+                let abs = join_rel(&rec.local_path, path);
+                let attr = self.stub_attr().to_owned();
+                let is_stub = tokio::task::spawn_blocking(move || {
+                    matches!(crate::tier::stub::read_path(&abs, &attr), Ok(Some(_)))
+                })
+                .await
+                .unwrap_or(true);
+                if is_stub {
+                    // Written on east behind a stub's back: a conflict for an operator; west
+                    // keeps the offloaded copy.
+                    return Err(e.into());
+                }
+                // West's data belongs to an earlier file at this path (or to a recalled one
+                // whose rtl is still queued): kept in the trash, never overwritten.
+                self.retain_deleted(rec, west, &wkey).await?;
+                west.put_entry(&rec.bucket, &wkey, meta, &rec.gpair_value)
+                    .await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.quotas.forget_if_replaced(
             &self.catalog,
             &rec.name,

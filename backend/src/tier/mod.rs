@@ -222,6 +222,7 @@ pub struct Tiering {
     /// Files queued or in flight in some job: path → (job, kind).
     active: Mutex<HashMap<PathBuf, (u64, JobKind)>>,
     next_id: AtomicU64,
+    id_lock: Mutex<()>,
     pub cancel: CancellationToken,
 }
 
@@ -238,6 +239,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 impl Tiering {
     pub fn new(engine: Arc<Engine>, config: TierConfig, cancel: CancellationToken) -> Arc<Self> {
         let _ = engine.stub_xattr.set(config.stub_xattr.clone());
+        engine.deleted_grace_ms.store(
+            i64::try_from(config.deleted_grace.as_millis()).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
         let next = engine
             .catalog
             .get::<u64>(CF_META, b"next_job_id")
@@ -251,6 +256,7 @@ impl Tiering {
             jobs: Mutex::new(BTreeMap::new()),
             active: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(next.max(1)),
+            id_lock: Mutex::new(()),
             cancel,
         })
     }
@@ -345,7 +351,13 @@ impl Tiering {
         let (files, gpairs) = blocking(move || me.expand(&sel, recursive))
             .await
             .map_err(TierError::Internal)??;
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let id = {
+            // Allocate and persist under one lock, so the stored counter never goes back.
+            let _one = lock(&self.id_lock);
+            let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+            self.catalog().put(CF_META, b"next_job_id", &(id + 1))?;
+            id
+        };
         let now = now_ms();
         let rec = JobRecord {
             id,
@@ -367,7 +379,6 @@ impl Tiering {
         let rec2 = rec.clone();
         blocking(move || -> Result<(), CatalogError> {
             let c = me.catalog();
-            c.put(CF_META, b"next_job_id", &(id + 1))?;
             let mut batch = c.batch();
             batch.put(CF_JOBS, &job::job_key(id), &rec2);
             for (p, size) in &files {
@@ -394,7 +405,9 @@ impl Tiering {
         let rt = Arc::new(JobRt::new(
             rec,
             Counters::default(),
-            self.cancel.child_token(),
+            // Not a child of the daemon's token: a shutdown leaves jobs to resume, it does not
+            // cancel them.
+            CancellationToken::new(),
         ));
         lock(&self.jobs).insert(id, Arc::clone(&rt));
         tokio::spawn(Arc::clone(self).run_job(Arc::clone(&rt)));
@@ -480,6 +493,8 @@ impl Tiering {
                     self.finish_file(&rt, &path, &frec, FileResult::new(Outcome::Cancelled, "job cancelled before this file started"));
                     continue;
                 }
+                // Shutdown: the rest stays pending for the next start.
+                () = self.cancel.cancelled() => break,
             };
             let Ok(permit) = permit else { break };
             let me = Arc::clone(&self);
@@ -511,7 +526,8 @@ impl Tiering {
             };
         });
         self.persist_job(&rt);
-        let _ = self.catalog().sync_wal();
+        let me = Arc::clone(&self);
+        let _ = blocking(move || me.catalog().sync_wal()).await;
         let r = rt.record();
         tracing::info!(job = id, kind = kind.verb(), state = ?r.state, done = c.files_done, failed = c.failed, skipped = c.skipped, "job finished");
     }
@@ -564,7 +580,7 @@ impl Tiering {
             active.insert(path.to_path_buf(), (rt.id(), kind));
         }
         let result = loop {
-            if rt.cancel.is_cancelled() {
+            if rt.cancel.is_cancelled() || self.cancel.is_cancelled() {
                 break FileResult::new(Outcome::Cancelled, "job cancelled");
             }
             let Some((rec, rel)) = self.locate(path) else {
@@ -582,6 +598,7 @@ impl Tiering {
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     () = rt.cancel.cancelled() => {}
+                    () = self.cancel.cancelled() => {}
                 }
                 continue;
             }
@@ -693,7 +710,7 @@ impl Tiering {
                 st.state = TierState::Remote;
                 st.checksum = s.checksum();
                 st.offloaded_at_ms = s.offloaded_at_ms;
-                if !s.offloaded.same_data(&DataVersion::of(&md)) {
+                if s.offloaded.size != md.size() {
                     st.state = TierState::Conflict;
                     st.detail = "the file changed on east after it was offloaded".into();
                 }
@@ -726,10 +743,8 @@ impl Tiering {
     /// Deletes retained west data whose retention has passed; returns how many objects.
     pub async fn purge_trash(&self, now: i64) -> usize {
         let mut purged = 0;
+        let grace = i64::try_from(self.config.deleted_grace.as_millis()).unwrap_or(i64::MAX);
         for (rec, _) in self.engine.gpair_records() {
-            if rec.retain_deleted_days == 0 {
-                continue;
-            }
             let Some(west) = self.engine.store(&rec.gpeer) else {
                 continue;
             };
@@ -741,7 +756,7 @@ impl Tiering {
                     continue;
                 }
             };
-            let keep_ms = i64::from(rec.retain_deleted_days) * 86_400_000;
+            let keep_ms = (i64::from(rec.retain_deleted_days) * 86_400_000).max(grace);
             for (key, _) in keys {
                 let at = key[prefix.len()..]
                     .split('/')
@@ -809,7 +824,7 @@ impl Tiering {
             });
             let unfinished = !rec.state.finished();
             let id = rec.id;
-            let rt = Arc::new(JobRt::new(rec, counters, self.cancel.child_token()));
+            let rt = Arc::new(JobRt::new(rec, counters, CancellationToken::new()));
             lock(&self.jobs).insert(id, Arc::clone(&rt));
             if unfinished {
                 resumed += 1;

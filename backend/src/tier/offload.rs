@@ -8,6 +8,7 @@
 //! back to a placeholder through the outbox (rtl), the reservation is returned.
 
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -80,12 +81,29 @@ impl Tiering {
             Ok(Some(_)) => return Ok(FileResult::new(Outcome::Noop, "already remote")),
             Ok(None) => {}
         }
+        if md.nlink() > 1 {
+            return Ok(FileResult::new(
+                Outcome::Skipped,
+                format!(
+                    "has {} hard links: offloading one name would turn the others into stubs behind sync's back",
+                    md.nlink()
+                ),
+            ));
+        }
         let dv = DataVersion::of(&md);
         if dv.size == 0 {
             return Ok(FileResult::new(
                 Outcome::Skipped,
                 "empty file: nothing to offload",
             ));
+        }
+        // A SetAttrObj of this file still queued (the rollback of an earlier attempt) must
+        // land before a new upload, or its rtl would release the new copy.
+        while self.engine.setattr_pending(&rec.name, rel) {
+            if rt.cancel.is_cancelled() || self.cancel.is_cancelled() {
+                return Ok(FileResult::new(Outcome::Cancelled, "job cancelled"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         if let Err(why) = self.engine.quotas.reserve(&rec.name, rec.quota, dv.size) {
             return Ok(FileResult::new(Outcome::Skipped, why));
@@ -346,11 +364,12 @@ impl Tiering {
                         return Err(changed());
                     }
                     let n = i as i32 + 1;
+                    let part_crc = crc32c::crc32c(&data);
                     let etag = west
                         .upload_part(&rec.bucket, key, &id, n, data.into())
                         .await
                         .map_err(|e| west_stop("upload part", e))?;
-                    Ok::<_, Stop>((n, etag))
+                    Ok::<_, Stop>((n, etag, part_crc, len))
                 }
             })
             .buffer_unordered(self.config.streams_per_file)
@@ -366,11 +385,21 @@ impl Tiering {
                 }
             }
         }
+        done.sort_by_key(|(n, ..)| *n);
+        // The checksum of the bytes actually sent must be the one the metadata declares (the
+        // file could have changed between the checksum pass and the parts).
+        let sent = done.iter().fold(0u32, |acc, (_, _, c, len)| {
+            crc32c::crc32c_combine(acc, *c, *len)
+        });
+        if first_err.is_none() && sent != crc {
+            first_err = Some(changed());
+        }
         let finished = match first_err {
             Some(e) => Err(e),
             None => {
-                done.sort_by_key(|(n, _)| *n);
-                west.finish_upload(&rec.bucket, key, &id, &done)
+                let parts: Vec<(i32, String)> =
+                    done.into_iter().map(|(n, etag, ..)| (n, etag)).collect();
+                west.finish_upload(&rec.bucket, key, &id, &parts)
                     .await
                     .map_err(|e| west_stop("complete multipart upload", e))
             }

@@ -63,11 +63,28 @@ impl Tiering {
             Ok(None) => return Ok(FileResult::new(Outcome::Noop, "already local")),
             Ok(Some(s)) => s,
         };
-        if !stub.offloaded.same_data(&DataVersion::of(&md)) {
+        // The record must be one this gpair wrote (a copied or forged record must not make us
+        // fetch some other object into this file).
+        let key_ok = rec.prefix.is_empty()
+            || stub.key.starts_with(&format!("{}/", rec.prefix))
+            || stub.key.starts_with(crate::west::keys::LONG_PREFIX);
+        if stub.gpair != rec.name || stub.bucket != rec.bucket || !key_ok {
+            let why = format!(
+                "the stub record names gpair {:?}, {}/{}, not this gpair's {:?}, {}/{}…; not recalling it",
+                stub.gpair, stub.bucket, stub.key, rec.name, rec.bucket, rec.prefix
+            );
+            self.set_mark(&rec.name, rel, MarkState::Conflict, &why);
+            return Err(failed(why));
+        }
+        // A changed size means east was written behind the stub's back. (A changed mtime alone
+        // — `touch` — is kept: it is restored after the data comes back.)
+        if md.len() != stub.size {
             let why = "the file changed on east after it was offloaded; not overwriting it";
             self.set_mark(&rec.name, rel, MarkState::Conflict, why);
             return Err(failed(why));
         }
+        let mut stub = stub;
+        stub.mtime_ns = DataVersion::of(&md).mtime_ns;
         self.put_intent(
             &rec.name,
             rel,
@@ -111,6 +128,42 @@ impl Tiering {
         result
     }
 
+    /// The newest trash copy of the stub's recorded key that west owns with the stub's size.
+    async fn find_in_trash(
+        &self,
+        west: &dyn WestStore,
+        rec: &GpairRecord,
+        stub: &StubRecord,
+    ) -> Result<Option<(WestKey, crate::west::WestEntry)>, crate::west::WestError> {
+        let prefix = format!("{}/{}/", super::TRASH_DIR, rec.name);
+        let suffix = format!("/{}", stub.key);
+        let mut candidates: Vec<String> = west
+            .list_keys(&stub.bucket, &prefix)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| {
+                k.strip_suffix(&suffix)
+                    .and_then(|head| head.strip_prefix(&prefix))
+                    .is_some_and(|ms| !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .collect();
+        candidates.sort();
+        for k in candidates.into_iter().rev() {
+            let key = WestKey {
+                key: k,
+                long_path: None,
+            };
+            if let Some(e) = west.head(&stub.bucket, &key, false).await? {
+                if e.data_len == stub.size && e.gpair_name.is_none() {
+                    tracing::info!(key = key.key, "recalling from the trash");
+                    return Ok(Some((key, e)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn recall_steps(
         &self,
@@ -149,6 +202,14 @@ impl Tiering {
             if current.object_key(false) == recorded.key {
                 break;
             }
+        }
+        if found.is_none() {
+            // Sync may have seen this stub's rename as a deletion (watcher overflow, daemon
+            // down): its data then waits in the trash under the recorded key.
+            found = self
+                .find_in_trash(west, rec, stub)
+                .await
+                .map_err(|e| west_stop("search the trash", e))?;
         }
         let Some((key, entry)) = found else {
             return Err(conflict(format!(

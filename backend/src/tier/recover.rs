@@ -33,6 +33,7 @@ pub struct Recovered {
     pub offloads_rolled_back: usize,
     pub recalls_finished: usize,
     pub recalls_undone: usize,
+    /// Intents whose file is gone, or kept because the file could not be read.
     pub dropped: usize,
 }
 
@@ -68,11 +69,32 @@ impl Tiering {
                 Resolution::OffloadRolledBack => done.offloads_rolled_back += 1,
                 Resolution::RecallFinished => done.recalls_finished += 1,
                 Resolution::RecallUndone => done.recalls_undone += 1,
+                Resolution::Gone | Resolution::Left => done.dropped += 1,
             }
             tracing::info!(gpair, path = %path.display(), kind = ?intent.kind, resolution = ?outcome, "resolved an interrupted migration");
         }
         self.catalog().sync_wal()?;
         Ok(done)
+    }
+
+    /// Opens the file of an intent and reads its stub record, telling "gone", "unreadable"
+    /// and "no record" apart: only a file that opened and answered ENODATA has no stub record.
+    fn inspect(&self, path: &std::path::Path) -> Inspect {
+        let f = match open_file(path, true) {
+            Ok(f) => f,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) =>
+            {
+                return Inspect::Gone
+            }
+            Err(e) => return Inspect::Unreadable(format!("open: {e}")),
+        };
+        match stub::read_fd(&f, path, &self.config.stub_xattr) {
+            Ok(Some(s)) => Inspect::Stub(f, Box::new(s)),
+            Ok(None) => Inspect::Local(f),
+            Err(e) => Inspect::Unreadable(e.to_string()),
+        }
     }
 
     fn recover_offload(
@@ -82,68 +104,91 @@ impl Tiering {
         path: &std::path::Path,
         intent: &Intent,
     ) -> Result<Resolution, CatalogError> {
-        let attr = &self.config.stub_xattr;
         let gk = gpair_key(gpair, rel);
-        let file = open_file(path, true).ok();
-        let stub = file
-            .as_ref()
-            .and_then(|f| stub::read_fd(f, path, attr).ok().flatten());
-        if let (Some(f), Some(s)) = (&file, &stub) {
-            let now = f.metadata().ok().map(|m| DataVersion::of(&m));
-            if now.is_some_and(|dv| s.offloaded.same_data(&dv)) {
-                // Stub record durable, west verified and owner: finish the release.
-                let released = stub::punch(f, s.size)
-                    .and_then(|()| stub::set_mtime(f, s.mtime_ns))
-                    .and_then(|()| f.sync_all());
-                if let Err(e) = released {
-                    tracing::error!(path = %path.display(), error = %e, "cannot release the data of a recovered offload; it stays a stub with local data");
+        match self.inspect(path) {
+            Inspect::Stub(f, s) => {
+                let now = f.metadata().ok().map(|m| DataVersion::of(&m));
+                if now.is_some_and(|dv| s.offloaded.same_data(&dv)) {
+                    // Stub record durable (written only after west was verified as owner):
+                    // finish the release.
+                    let released = stub::punch(&f, s.size)
+                        .and_then(|()| stub::set_mtime(&f, s.mtime_ns))
+                        .and_then(|()| f.sync_all());
+                    if let Err(e) = released {
+                        tracing::error!(path = %path.display(), error = %e, "cannot release the data of a recovered offload; it stays a stub with local data");
+                    }
+                } else {
+                    // Changed after the stub record was written while nobody held a lease: the
+                    // data may be partly released. West keeps its verified copy and stays owner;
+                    // the stub stays; an operator decides (state: conflict).
+                    let _ = self.catalog().put(
+                        CF_TIERS,
+                        &gk,
+                        &TierMark {
+                            state: MarkState::Conflict,
+                            reason: "changed on east after its stub record was written (offload interrupted); west holds the offloaded copy".into(),
+                            at_ms: now_ms(),
+                        },
+                    );
                 }
-                let mut batch = self.catalog().batch();
-                batch.delete(CF_INTENTS, &gk);
-                batch.delete(CF_TIERS, &gk);
-                batch.put(
-                    CF_QUOTA,
-                    &gk,
-                    &RemoteRecord {
-                        size: s.size,
-                        crc32c: s.crc32c,
-                        offloaded_at_ms: s.offloaded_at_ms,
-                        job: intent.job,
-                        ino: f
-                            .metadata()
-                            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-                            .unwrap_or(0),
-                    },
-                );
-                let existed = self.catalog().get_raw(CF_QUOTA, &gk)?.is_some();
-                batch.commit()?;
-                if !existed {
-                    self.engine.quotas.add_used(gpair, s.size);
-                }
+                self.commit_recovered_offload(gpair, &gk, &f, &s, intent)?;
                 self.set_file_outcome(intent.job, path, Outcome::Done, "", s.size);
-                return Ok(Resolution::OffloadFinished);
+                Ok(Resolution::OffloadFinished)
             }
-            // Written after the stub record (no lease while we were down): the local data is
-            // the newest; the stub record goes.
-            if stub::remove_fd(f, attr).and_then(|()| f.sync_all()).is_ok() {
-                let _ = self.catalog().put(
-                    CF_TIERS,
-                    &gk,
-                    &TierMark {
-                        state: MarkState::Dirty,
-                        reason: "written while its offload was interrupted".into(),
-                        at_ms: now_ms(),
-                    },
-                );
+            Inspect::Local(_) => {
+                // East holds the data (the punch only ever follows a durable stub record):
+                // roll back, west back to a placeholder, no orphaned parts.
+                if let Err(e) = self.engine.enqueue_setattr(gpair, rel, AttrOp::Rtl) {
+                    tracing::error!(error = %e, "cannot queue rtl for a rolled-back offload");
+                }
+                self.abort_uploads_later(gpair.to_owned(), rel.to_vec());
+                self.catalog().delete(CF_INTENTS, &gk)?;
+                Ok(Resolution::OffloadRolledBack)
+            }
+            Inspect::Gone => {
+                // Deleted or renamed while we were down: it may be a stub under another name
+                // now, so west is left alone (metadata sync moves or retires the object).
+                self.abort_uploads_later(gpair.to_owned(), rel.to_vec());
+                self.catalog().delete(CF_INTENTS, &gk)?;
+                Ok(Resolution::Gone)
+            }
+            Inspect::Unreadable(why) => {
+                tracing::error!(path = %path.display(), why, "cannot tell how an interrupted offload ended; its intent stays");
+                Ok(Resolution::Left)
             }
         }
-        // Roll back: west back to a placeholder, no orphaned parts.
-        if let Err(e) = self.engine.enqueue_setattr(gpair, rel, AttrOp::Rtl) {
-            tracing::error!(error = %e, "cannot queue rtl for a rolled-back offload");
+    }
+
+    fn commit_recovered_offload(
+        &self,
+        gpair: &str,
+        gk: &[u8],
+        f: &std::fs::File,
+        s: &stub::StubRecord,
+        intent: &Intent,
+    ) -> Result<(), CatalogError> {
+        let mut batch = self.catalog().batch();
+        batch.delete(CF_INTENTS, gk);
+        batch.put(
+            CF_QUOTA,
+            gk,
+            &RemoteRecord {
+                size: s.size,
+                crc32c: s.crc32c,
+                offloaded_at_ms: s.offloaded_at_ms,
+                job: intent.job,
+                ino: f
+                    .metadata()
+                    .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                    .unwrap_or(0),
+            },
+        );
+        let existed = self.catalog().get_raw(CF_QUOTA, gk)?.is_some();
+        batch.commit()?;
+        if !existed {
+            self.engine.quotas.add_used(gpair, s.size);
         }
-        self.abort_uploads_later(gpair.to_owned(), rel.to_vec());
-        self.catalog().delete(CF_INTENTS, &gk)?;
-        Ok(Resolution::OffloadRolledBack)
+        Ok(())
     }
 
     fn recover_recall(
@@ -153,37 +198,46 @@ impl Tiering {
         path: &std::path::Path,
         intent: &Intent,
     ) -> Result<Resolution, CatalogError> {
-        let attr = &self.config.stub_xattr;
         let gk = gpair_key(gpair, rel);
-        let file = open_file(path, true).ok();
-        let stub = file
-            .as_ref()
-            .and_then(|f| stub::read_fd(f, path, attr).ok().flatten());
-        if let (Some(f), Some(s)) = (&file, &stub) {
-            // Not finished: what was written into the stub is released again; the job's
-            // file is still pending and is recalled afresh.
-            let _ = stub::punch(f, s.size)
-                .and_then(|()| stub::set_mtime(f, s.mtime_ns))
-                .and_then(|()| f.sync_all());
-            self.catalog().delete(CF_INTENTS, &gk)?;
-            return Ok(Resolution::RecallUndone);
+        match self.inspect(path) {
+            Inspect::Stub(f, s) => {
+                // Not finished: what was written into the stub is released again; the job's
+                // file is still pending and is recalled afresh.
+                let _ = stub::punch(&f, s.size)
+                    .and_then(|()| stub::set_mtime(&f, s.mtime_ns))
+                    .and_then(|()| f.sync_all());
+                self.catalog().delete(CF_INTENTS, &gk)?;
+                Ok(Resolution::RecallUndone)
+            }
+            Inspect::Local(f) => {
+                // The stub record is gone: the data is on east, durable. West drops its copy.
+                if let Err(e) = self.engine.enqueue_setattr(gpair, rel, AttrOp::Rtl) {
+                    tracing::error!(error = %e, "cannot queue rtl for a finished recall");
+                }
+                self.engine
+                    .quotas
+                    .remove_record(self.catalog(), gpair, rel)?;
+                let mut batch = self.catalog().batch();
+                batch.delete(CF_INTENTS, &gk);
+                batch.delete(CF_TIERS, &gk);
+                batch.commit()?;
+                let size = f
+                    .metadata()
+                    .map_or(0, |m| std::os::unix::fs::MetadataExt::size(&m));
+                self.set_file_outcome(intent.job, path, Outcome::Done, "", size);
+                Ok(Resolution::RecallFinished)
+            }
+            Inspect::Gone => {
+                // Renamed or deleted while we were down: west is left alone (it may hold the
+                // only copy of a stub that lives under another name now).
+                self.catalog().delete(CF_INTENTS, &gk)?;
+                Ok(Resolution::Gone)
+            }
+            Inspect::Unreadable(why) => {
+                tracing::error!(path = %path.display(), why, "cannot tell how an interrupted recall ended; its intent stays");
+                Ok(Resolution::Left)
+            }
         }
-        // The stub record is gone: the data is on east, durable. West drops its copy.
-        if let Err(e) = self.engine.enqueue_setattr(gpair, rel, AttrOp::Rtl) {
-            tracing::error!(error = %e, "cannot queue rtl for a finished recall");
-        }
-        self.engine
-            .quotas
-            .remove_record(self.catalog(), gpair, rel)?;
-        let mut batch = self.catalog().batch();
-        batch.delete(CF_INTENTS, &gk);
-        batch.delete(CF_TIERS, &gk);
-        batch.commit()?;
-        let size = file
-            .and_then(|f| f.metadata().ok())
-            .map_or(0, |m| std::os::unix::fs::MetadataExt::size(&m));
-        self.set_file_outcome(intent.job, path, Outcome::Done, "", size);
-        Ok(Resolution::RecallFinished)
     }
 
     /// Records a file's outcome in its job when recovery finished it.
@@ -218,6 +272,16 @@ impl Tiering {
                 let Some((rec, _)) = me.engine.gpair(&gpair) else {
                     return;
                 };
+                if me
+                    .catalog()
+                    .get_raw(CF_INTENTS, &gpair_key(&gpair, &rel))
+                    .ok()
+                    .flatten()
+                    .is_some()
+                {
+                    // A new offload of the file is in flight: its upload is not an orphan.
+                    return;
+                }
                 if let Some(west) = me.engine.store(&rec.gpeer) {
                     let key = crate::west::keys::west_key(&rec.prefix, &rel);
                     match west.abort_uploads(&rec.bucket, &key).await {
@@ -254,6 +318,17 @@ enum Resolution {
     OffloadRolledBack,
     RecallFinished,
     RecallUndone,
+    /// The file is gone from its path: the intent is dropped, west left to metadata sync.
+    Gone,
+    /// The file could not be read: the intent stays for the next start or an operator.
+    Left,
+}
+
+enum Inspect {
+    Gone,
+    Unreadable(String),
+    Local(std::fs::File),
+    Stub(std::fs::File, Box<stub::StubRecord>),
 }
 
 /// Absolute path of a catalog key, for messages.

@@ -689,6 +689,14 @@ impl<O: ObjectOps> WestStore for EntryStore<O> {
                             )
                             .await
                     }
+                    Some(existing) if existing.gpair_name.is_none() && existing.data_len > 0 => {
+                        // West owns data here that is not this file's any more (appended,
+                        // replaced): a placeholder would destroy it.
+                        Err(WestError::owned_data(format!(
+                            "{bucket}/{obj}: west owns {} bytes of data here that are not this file's ({} bytes, inode {}); not overwriting them with a placeholder",
+                            existing.data_len, meta.size, meta.ino
+                        )))
+                    }
                     _ => {
                         self.ops
                             .put_empty(bucket, &obj, &md, Some(gpair_value))

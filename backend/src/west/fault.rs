@@ -109,6 +109,7 @@ impl<S: WestStore + ?Sized> FaultyWest<S> {
         match kind {
             ErrorKind::Transient => WestError::transient(message),
             ErrorKind::Permanent => WestError::permanent(message),
+            ErrorKind::OwnedData => WestError::owned_data(message),
         }
     }
 

@@ -75,6 +75,10 @@ pub enum ErrorKind {
     Transient,
     /// 4xx other than throttling, checksum mismatches: retrying will not help.
     Permanent,
+    /// A metadata update would have replaced an object whose data west owns (gpair-name
+    /// NULL) and which is not the same file any more: refused, nothing written. The caller
+    /// decides what becomes of that data. Permanent.
+    OwnedData,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -97,8 +101,14 @@ impl WestError {
             message: message.into(),
         }
     }
+    pub fn owned_data(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::OwnedData,
+            message: message.into(),
+        }
+    }
     pub fn is_permanent(&self) -> bool {
-        self.kind == ErrorKind::Permanent
+        self.kind != ErrorKind::Transient
     }
 }
 

@@ -958,7 +958,9 @@ pub async fn set_attr_cycle(store: &dyn WestStore, below: &dyn Below, bucket: &s
         below.get_bytes(bucket, &k.key).await.as_deref(),
         Some(data.as_slice())
     );
-    // A different east file at that path (new inode): a placeholder replaces the old data.
+    // A different east file at that path (new inode) while west owns the old file's data: the
+    // store refuses to write a placeholder over it (the sync engine decides: conflict, or move
+    // the data to the trash first), and the data is intact.
     let m3 = file(7, 43);
     let k3 = west_key(p, b"other.bin");
     below
@@ -968,11 +970,14 @@ pub async fn set_attr_cycle(store: &dyn WestStore, below: &dyn Below, bucket: &s
         .set_attr(bucket, &k3, SetAttr::LocalToRemote, GPAIR)
         .await
         .unwrap();
-    store.put_entry(bucket, &k3, &m3, GPAIR).await.unwrap();
+    let err = store.put_entry(bucket, &k3, &m3, GPAIR).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::OwnedData, "{err}");
+    assert!(err.is_permanent());
     let e = store.head(bucket, &k3, false).await.unwrap().unwrap();
+    assert_eq!((e.data_len, e.gpair_name.as_deref()), (3, None));
     assert_eq!(
-        (e.data_len, e.gpair_name.as_deref(), e.logical_size),
-        (0, Some(GPAIR), Some(7))
+        below.get_bytes(bucket, &k3.key).await.as_deref(),
+        Some(&b"old"[..])
     );
     // Recall: rtl releases the data and keeps the metadata.
     store
