@@ -639,3 +639,18 @@ async fn a_metadata_update_never_overwrites_data_west_owns() {
     assert_eq!(kept.len(), 1);
     assert_eq!(w.object(&kept[0]).unwrap().data, data);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_symlinked_directory_never_leads_out_of_the_share() {
+    let w = world(QuotaLimits::default()).await;
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, content(12, 9000)).unwrap();
+    std::os::unix::fs::symlink(outside.path(), w.share.join("evil")).unwrap();
+    let job = w
+        .run(JobKind::Migrate, &[&w.share.join("evil/victim")])
+        .await;
+    assert_eq!(job.counters().skipped, 1, "{:?}", w.outcomes(job.id()));
+    assert_eq!(std::fs::read(&victim).unwrap(), content(12, 9000));
+    assert!(stub::read_path(&victim, ATTR).unwrap().is_none());
+}

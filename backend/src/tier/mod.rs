@@ -602,6 +602,21 @@ impl Tiering {
                 }
                 continue;
             }
+            // A symlinked directory on the way must not lead out of the share.
+            let (p, root) = (path.to_path_buf(), rec.local_path.clone());
+            let inside = blocking(move || {
+                p.parent()
+                    .and_then(|d| std::fs::canonicalize(d).ok())
+                    .is_some_and(|d| d.starts_with(&root))
+            })
+            .await
+            .unwrap_or(false);
+            if !inside {
+                break FileResult::new(
+                    Outcome::Skipped,
+                    "its directory is not inside the share (a symlink on the way, or gone)",
+                );
+            }
             let Some(west) = self.engine.store(&rec.gpeer) else {
                 break FileResult::new(
                     Outcome::Failed,
