@@ -76,7 +76,7 @@ impl AttrOp {
 }
 
 /// Suffix that makes a SetAttr record's outbox key (a path never holds a NUL byte).
-const ATTR_SUFFIX: &[u8] = b"\0setattr";
+pub(crate) const ATTR_SUFFIX: &[u8] = b"\0setattr";
 
 /// The outbox key of a file's SetAttr record: `gpair ‖ 0 ‖ path ‖ 0 ‖ "setattr"`.
 pub fn attr_key(gpair: &str, path: &[u8]) -> Vec<u8> {
@@ -770,6 +770,7 @@ impl Engine {
                         self.move_entries(&rec.name, from, path, *is_dir)?;
                         self.quotas
                             .move_path(&self.catalog, &rec.name, from, path, *is_dir)?;
+                        self.move_attr_records(&rec.name, from, path, *is_dir)?;
                         match east {
                             Some(meta) => self.put_entry(rec, stats, west, path, &meta).await,
                             None => Ok(()),
@@ -1171,6 +1172,42 @@ impl Engine {
             }
         }
         batch.commit()?;
+        Ok(())
+    }
+
+    /// After a rename on west: queued SetAttr records of files under `from` follow them to
+    /// `to` (applied at the old key they would miss the object, or hit another one).
+    fn move_attr_records(
+        &self,
+        gpair: &str,
+        from: &[u8],
+        to: &[u8],
+        is_dir: bool,
+    ) -> Result<(), SyncError> {
+        let mut found: Vec<(Vec<u8>, OutboxRecord)> = Vec::new();
+        let exact = attr_key(gpair, from);
+        if let Some(r) = self.catalog.get::<OutboxRecord>(CF_OUTBOX, &exact)? {
+            found.push((exact, r));
+        }
+        if is_dir {
+            let mut under = gpair_key(gpair, from);
+            under.push(b'/');
+            found.extend(
+                self.catalog
+                    .scan::<OutboxRecord>(CF_OUTBOX, &under, |_| {})?
+                    .into_iter()
+                    .filter(|(k, _)| k.ends_with(ATTR_SUFFIX)),
+            );
+        }
+        let old_len = gpair_key(gpair, from).len();
+        for (old_key, r) in found {
+            let mut new_path = to.to_vec();
+            new_path.extend_from_slice(&old_key[old_len..old_key.len() - ATTR_SUFFIX.len()]);
+            self.catalog.delete(CF_OUTBOX, &old_key)?;
+            lock(&self.queue).remove_prefix(&old_key);
+            self.fail_attr_waiters(&old_key, "the file was renamed");
+            self.enqueue_key(gpair, attr_key(gpair, &new_path), r.op, 0)?;
+        }
         Ok(())
     }
 

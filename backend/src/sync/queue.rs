@@ -164,6 +164,12 @@ impl Queue {
         if self.renames.is_empty() {
             return false;
         }
+        // A file's SetAttr record waits like work on the file itself.
+        if let Some(file) = key.strip_suffix(super::ATTR_SUFFIX) {
+            return self.renames.contains_key(file)
+                || self.sources.contains_key(file)
+                || self.blocked_by_rename(file);
+        }
         if self.renames.contains_key(key) {
             return gpair_prefix(key).is_some_and(|g| self.renaming.contains(g));
         }
@@ -336,6 +342,34 @@ mod tests {
         );
         q.finish(&k("new"));
         assert_eq!(q.pop_ready(5, &none), Ok(k("new/x")));
+    }
+
+    #[test]
+    fn a_files_setattr_waits_for_a_pending_rename_of_it_or_its_directory() {
+        let mut q = Queue::default();
+        q.schedule("g", k("d2"), 0, Some(k("d1")));
+        let mut attr = k("d2/f");
+        attr.extend_from_slice(super::super::ATTR_SUFFIX);
+        let mut src_attr = k("d1/f");
+        src_attr.extend_from_slice(super::super::ATTR_SUFFIX);
+        q.schedule("g", attr.clone(), 0, None);
+        q.schedule("g", src_attr.clone(), 0, None);
+        let none = HashSet::new();
+        assert_eq!(q.pop_ready(10, &none), Ok(k("d2")), "the rename first");
+        assert_eq!(
+            q.pop_ready(10, &none).ok(),
+            None,
+            "both SetAttrs wait for it"
+        );
+        q.finish(&k("d2"));
+        let mut got = vec![
+            q.pop_ready(10, &none).unwrap(),
+            q.pop_ready(10, &none).unwrap(),
+        ];
+        got.sort();
+        let mut want = vec![attr, src_attr];
+        want.sort();
+        assert_eq!(got, want);
     }
 
     #[test]
