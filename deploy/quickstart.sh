@@ -1,70 +1,116 @@
 #!/usr/bin/env bash
-# gpair quickstart: a west S3 gateway on loopback, with everything under ./var/.
+# gpair quickstart: the whole east -> west loop on loopback, with everything under ./var/.
 #
-#   deploy/quickstart.sh          build and start s3fs-gateway on 127.0.0.1:9000 (west tree in
-#                                 ./var/west), then upload, list, download and compare sample
-#                                 files with the AWS CLI, and print how to use it
-#   deploy/quickstart.sh stop     stop the gateway (SIGTERM; it drains in-flight requests)
-#   deploy/quickstart.sh status   say whether it is running
+#   deploy/quickstart.sh          build s3fs-gateway, gpair-backend and gpair; start the gateway
+#                                 on 127.0.0.1:9000 (west tree ./var/west) and the backend
+#                                 (config ./var/gpair-backend.toml, socket ./var/backend.sock,
+#                                 catalog ./var/catalog); add the gateway as gpeer 'west' and bind
+#                                 gpair 'demo' (./var/east <-> bucket demo, prefix east); write
+#                                 sample files, offload them all (gpair migrate), show their tier
+#                                 state, disk usage and west copy, recall one and compare it byte
+#                                 for byte, list the jobs and the quota, and print how to use it
+#   deploy/quickstart.sh stop     stop the backend, then the gateway (SIGTERM, SIGKILL if stuck)
+#   deploy/quickstart.sh status   say whether each daemon is running
 #
-# Running it again reuses the running gateway and its credentials. Needs cargo, python3 and the
-# AWS CLI (`pip install awscli`; scripts/test.sh installs it where missing).
-#
-# Today only the gateway exists; the backend daemon and the FUSE mount will join this script
-# (bind a demo gpair, offload and recall sample files) as they land.
+# Running it again reuses the running daemons (restarting one whose binary was rebuilt), the
+# gpeer and the gpair, and replaces the sample files. Needs cargo, python3 (3.11+) and the AWS
+# CLI (`pip install awscli`; scripts/test.sh installs it where missing). The FUSE mount
+# (gpair-mount) will join this script when it lands.
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "$0")")/.."
 REPO_ROOT=$PWD
 
 VAR=var
+ABS_VAR=$REPO_ROOT/$VAR
 WEST_ROOT=$VAR/west
+EAST=$ABS_VAR/east
 LISTEN=127.0.0.1:9000
 ENDPOINT=http://$LISTEN
-PID_FILE=$VAR/s3fs-gateway.pid
-LOG=$VAR/s3fs-gateway.log
+GW_PID_FILE=$VAR/s3fs-gateway.pid
+GW_LOG=$VAR/s3fs-gateway.log
 CREDENTIALS=$WEST_ROOT/.gpair-gateway/credentials.toml
+BE_CONFIG=$VAR/gpair-backend.toml
+BE_PID_FILE=$VAR/gpair-backend.pid
+BE_LOG=$VAR/gpair-backend.log
+SOCKET=$ABS_VAR/backend.sock
+CATALOG=$ABS_VAR/catalog
+EAST_CLUSTER=LC_111
+WEST_CLUSTER=LC_222
+GPEER=west
+GPAIR=demo
 BUCKET=demo
+PREFIX=east
 WORK=$VAR/quickstart
-BIN=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/s3fs-gateway
+BIN_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug
 
 say() { printf '\n==> %s\n' "$*"; }
 die() {
     printf 'error: %s\n' "$*" >&2
     exit 1
 }
+# Show a command, then run it.
+run() {
+    printf '$ %s\n' "$*"
+    "$@"
+}
 
-# The pid in the pid file, if that process is alive and is our gateway.
+# The pid in PID_FILE, if that process is alive and is NAME.
 running_pid() {
-    [[ -f $PID_FILE ]] || return 1
-    local pid
-    pid=$(cat "$PID_FILE")
+    local name=$1 pid_file=$2 pid
+    [[ -f $pid_file ]] || return 1
+    pid=$(cat "$pid_file")
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     kill -0 "$pid" 2>/dev/null || return 1
-    [[ $(ps -p "$pid" -o comm= 2>/dev/null) == s3fs-gateway* ]] || return 1
+    [[ $(ps -p "$pid" -o comm= 2>/dev/null) == "$name"* ]] || return 1
     echo "$pid"
 }
 
-stop() {
-    local pid
-    if ! pid=$(running_pid); then
-        echo "s3fs-gateway is not running"
-        rm -f "$PID_FILE"
+# SIGTERM, wait up to WAIT_SECS for the daemon to drain and exit, then SIGKILL.
+stop_daemon() {
+    local name=$1 pid_file=$2 wait_secs=$3 pid
+    if ! pid=$(running_pid "$name" "$pid_file"); then
+        echo "$name is not running"
+        rm -f "$pid_file"
         return 0
     fi
-    echo "stopping s3fs-gateway (pid $pid)"
+    echo "stopping $name (pid $pid)"
     kill -TERM "$pid"
-    # The gateway lets in-flight requests finish for up to 30 s.
-    for _ in $(seq 1 350); do
+    for _ in $(seq 1 $((wait_secs * 10))); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
     if kill -0 "$pid" 2>/dev/null; then
-        echo "still running after 35 s; sending SIGKILL"
+        echo "$name still running after $wait_secs s; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
     fi
-    rm -f "$PID_FILE"
-    echo "stopped"
+    rm -f "$pid_file"
+    echo "stopped $name"
+}
+
+stop() {
+    # The backend first: it gives its in-flight west calls shutdown_grace_secs (10 s here),
+    # which needs the gateway; the gateway then drains its requests (up to 30 s).
+    stop_daemon gpair-backend "$BE_PID_FILE" 15
+    stop_daemon s3fs-gateway "$GW_PID_FILE" 35
+}
+
+status() {
+    local pid
+    if pid=$(running_pid s3fs-gateway "$GW_PID_FILE"); then
+        echo "s3fs-gateway is running (pid $pid) on $ENDPOINT, west root ./$WEST_ROOT"
+    else
+        echo "s3fs-gateway is not running"
+    fi
+    if pid=$(running_pid gpair-backend "$BE_PID_FILE"); then
+        echo "gpair-backend is running (pid $pid) on $SOCKET, config ./$BE_CONFIG"
+        if [[ -x $BIN_DIR/gpair ]]; then
+            "$BIN_DIR/gpair" --backend "$SOCKET" --timeout 5 status | sed 's/^/    /' ||
+                echo "    (it does not answer on $SOCKET; see ./$BE_LOG)"
+        fi
+    else
+        echo "gpair-backend is not running"
+    fi
 }
 
 case ${1:-start} in
@@ -74,66 +120,123 @@ stop)
     exit 0
     ;;
 status)
-    if pid=$(running_pid); then
-        echo "s3fs-gateway is running (pid $pid) on $ENDPOINT, west root $WEST_ROOT"
-    else
-        echo "s3fs-gateway is not running"
-    fi
+    status
     exit 0
     ;;
 *) die "usage: $0 [start|stop|status]" ;;
 esac
 
+# ---------------------------------------------------------------------------------------------
+# Preconditions, each with the fix.
 command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs)"
 command -v python3 >/dev/null || die "python3 not found"
+python3 -c 'import tomllib' 2>/dev/null || die "python3 is older than 3.11 (no tomllib)"
 command -v aws >/dev/null || die "the AWS CLI is not installed: pip install awscli (scripts/test.sh does)"
+# A Unix socket path holds at most 107 bytes.
+((${#SOCKET} <= 107)) ||
+    die "the backend socket path $SOCKET is longer than 107 bytes: run from a checkout with a shorter path"
 
-mkdir -p "$WEST_ROOT" "$WORK"
+mkdir -p "$WEST_ROOT" "$EAST" "$WORK"
 
-say "building s3fs-gateway (cargo build -p s3fs-gateway)"
-cargo build -p s3fs-gateway
-[[ -x $BIN ]] || die "$BIN was not built"
+# The backend keeps each stub's record in a user.* extended attribute and releases the data
+# with fallocate(PUNCH_HOLE): check the filesystem under ./var/ can do both.
+python3 - "$EAST" <<'PY' || die "the filesystem under ./$VAR cannot hold stubs (see above); use a checkout on ext4, xfs, btrfs or tmpfs"
+import ctypes, ctypes.util, os, sys, tempfile
+fd, path = tempfile.mkstemp(dir=sys.argv[1], prefix=".quickstart-probe-")
+try:
+    try:
+        os.setxattr(path, "user.gpair-probe", b"1")
+    except OSError as e:
+        sys.exit(f"user extended attributes are not supported in {sys.argv[1]}: {e}")
+    os.write(fd, b"x" * 65536)
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+    if libc.fallocate(fd, 0x01 | 0x02, 0, 65536) != 0:  # KEEP_SIZE | PUNCH_HOLE
+        sys.exit(f"fallocate(PUNCH_HOLE) fails in {sys.argv[1]}: {os.strerror(ctypes.get_errno())}")
+finally:
+    os.close(fd)
+    os.unlink(path)
+PY
+
+# The gateway's port must be free unless this checkout's gateway holds it.
+if ! running_pid s3fs-gateway "$GW_PID_FILE" >/dev/null; then
+    if ! python3 -c 'import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))' "${LISTEN%:*}" "${LISTEN##*:}" 2>/dev/null; then
+        holder=$(ss -ltnpH "sport = :${LISTEN##*:}" 2>/dev/null | grep -o 'users:.*' || true)
+        die "$LISTEN is already in use by another process${holder:+ ($holder)}, not this checkout's gateway: stop it and run again"
+    fi
+fi
+
+say "building s3fs-gateway, gpair-backend and gpair (cargo build --bins -p s3fs-gateway -p gpair-backend -p gpair-cli)"
+cargo build --bins -p s3fs-gateway -p gpair-backend -p gpair-cli ||
+    die "cargo build failed (see the errors above)"
+BIN_DIR=$(readlink -f "$BIN_DIR")
+for b in s3fs-gateway gpair-backend gpair; do
+    [[ -x $BIN_DIR/$b ]] || die "$BIN_DIR/$b was not built (is build.target-dir set elsewhere? set CARGO_TARGET_DIR)"
+done
+GPAIR_BIN=$BIN_DIR/gpair
+# Every gpair call names the socket: a GPAIR_BACKEND in the environment must not redirect it.
+gp() { "$GPAIR_BIN" --backend "$SOCKET" "$@"; }
+# Show a gpair command as a user would type it (gpair on PATH), then run it.
+gpr() {
+    printf '$ gpair --backend %s %s\n' "$SOCKET" "$*"
+    gp "$@"
+}
+# Print a Python expression over the JSON document on stdin (bound to `d`).
+json() { python3 -c 'import json, sys; d = json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
+
+# Wait for READY in the log of NAME (just started as PID); on failure show the log, forget
+# the pid file and die with HINT.
+wait_ready() {
+    local name=$1 pid=$2 pid_file=$3 log=$4 ready=$5 hint=$6
+    for _ in $(seq 1 300); do
+        grep -q "$ready" "$log" && return 0
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "--- $log ---" >&2
+    cat "$log" >&2
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        rm -f "$pid_file"
+        die "$name did not report '$ready' within 30 s; stopped it"
+    fi
+    rm -f "$pid_file"
+    die "$name exited during start-up ($hint)"
+}
 
 # ---------------------------------------------------------------------------------------------
-if pid=$(running_pid); then
+# A daemon still running the binary that this build just replaced is restarted.
+if pid=$(running_pid s3fs-gateway "$GW_PID_FILE") && ! [[ /proc/$pid/exe -ef $BIN_DIR/s3fs-gateway ]]; then
+    say "s3fs-gateway (pid $pid) runs an older build: restarting it"
+    stop_daemon s3fs-gateway "$GW_PID_FILE" 35
+fi
+if pid=$(running_pid s3fs-gateway "$GW_PID_FILE"); then
     say "s3fs-gateway already running (pid $pid), reusing it"
 else
+    rm -f "$GW_PID_FILE"
     say "starting s3fs-gateway --root ./$WEST_ROOT --listen $LISTEN"
     # The gateway prints generated credentials once on stdout, which goes to this log: keep it
     # as private as the credentials file.
-    (umask 077 && : >"$LOG")
-    chmod 600 "$LOG"
-    # setsid: a Ctrl-C in this terminal later must not reach the gateway.
-    NO_COLOR=1 setsid nohup "$BIN" --root "./$WEST_ROOT" --listen "$LISTEN" >>"$LOG" 2>&1 </dev/null &
+    (umask 077 && : >"$GW_LOG")
+    chmod 600 "$GW_LOG"
+    # setsid: a Ctrl-C in this terminal later must not reach the daemons.
+    NO_COLOR=1 setsid nohup "$BIN_DIR/s3fs-gateway" --root "./$WEST_ROOT" --listen "$LISTEN" \
+        >>"$GW_LOG" 2>&1 </dev/null &
     pid=$!
-    echo "$pid" >"$PID_FILE"
-    for _ in $(seq 1 300); do
-        grep -q "s3fs-gateway listening on " "$LOG" && break
-        if ! kill -0 "$pid" 2>/dev/null; then
-            rm -f "$PID_FILE"
-            echo "--- $LOG ---" >&2
-            cat "$LOG" >&2
-            die "s3fs-gateway exited during start-up (is $LISTEN already in use?)"
-        fi
-        sleep 0.1
-    done
-    grep -q "s3fs-gateway listening on " "$LOG" || {
-        cat "$LOG" >&2
-        die "s3fs-gateway did not report 'listening on' within 30 s"
-    }
-    grep "s3fs-gateway listening on " "$LOG" | head -n 1
+    echo "$pid" >"$GW_PID_FILE"
+    wait_ready s3fs-gateway "$pid" "$GW_PID_FILE" "$GW_LOG" "s3fs-gateway listening on " \
+        "is $LISTEN already in use?"
+    grep "s3fs-gateway listening on " "$GW_LOG" | head -n 1
 fi
 
-# ---------------------------------------------------------------------------------------------
-# Credentials: printed once when the gateway generates them, otherwise in the credentials file.
-line=$(grep -m 1 "generated credentials in " "$LOG" || true)
-if [[ -n $line ]]; then
-    ACCESS_KEY=$(sed -n 's/.*access_key=\([^ ]*\).*/\1/p' <<<"$line")
-    SECRET_KEY=$(sed -n 's/.*secret_key=\([^ ]*\).*/\1/p' <<<"$line")
-    echo "using the credentials the gateway just generated in $CREDENTIALS"
-else
-    [[ -f $CREDENTIALS ]] || die "no credentials: $CREDENTIALS does not exist"
-    read -r ACCESS_KEY SECRET_KEY < <(python3 - "$CREDENTIALS" <<'PY'
+# Credentials: the backend key of the gateway's credentials file (generated at its first start;
+# the gateway also printed it once, to its log).
+[[ -f $CREDENTIALS ]] || die "no credentials: ./$CREDENTIALS does not exist (the gateway writes it at its first start)"
+read -r ACCESS_KEY SECRET_KEY < <(
+    python3 - "$CREDENTIALS" <<'PY'
 import sys, tomllib
 with open(sys.argv[1], "rb") as f:
     keys = tomllib.load(f).get("keys", [])
@@ -142,71 +245,232 @@ if key is None:
     sys.exit("no key with role = \"backend\" in " + sys.argv[1])
 print(key["access_key"], key["secret_key"])
 PY
-    )
-    echo "using the backend key from $CREDENTIALS"
+) || true
+[[ -n ${ACCESS_KEY:-} && -n ${SECRET_KEY:-} ]] || die "could not read the backend key from ./$CREDENTIALS"
+echo "using the backend key $ACCESS_KEY from ./$CREDENTIALS"
+
+# ---------------------------------------------------------------------------------------------
+# The backend's config: the defaults of deploy/gpair-backend.toml, sized for a laptop, with
+# every path under ./var/. Rewritten each run; a running backend started with another config
+# is restarted.
+cfg_new=$(
+    cat <<EOF
+# Written by deploy/quickstart.sh (rewritten on every run). Every key: deploy/gpair-backend.toml.
+cluster_id = "$EAST_CLUSTER"
+catalog = "$CATALOG"
+socket = "$SOCKET"
+socket_mode = 0o600
+shutdown_grace_secs = 10
+
+[sync]
+workers = 4
+walk_threads = 2
+reconcile_interval_secs = 600
+watch = true
+retry_base_ms = 500
+retry_max_ms = 60000
+gpeer_backoff_max_ms = 10000
+
+[tier]
+stub_xattr = "user.gpair"
+transfers = 4
+# Small parts so the 20 MiB sample goes up in three parts.
+multipart_threshold_mib = 8
+part_size_mib = 8
+streams_per_file = 4
+EOF
+)
+if pid=$(running_pid gpair-backend "$BE_PID_FILE"); then
+    if ! [[ /proc/$pid/exe -ef $BIN_DIR/gpair-backend ]]; then
+        say "gpair-backend (pid $pid) runs an older build: restarting it"
+        stop_daemon gpair-backend "$BE_PID_FILE" 15
+    elif [[ $cfg_new != "$(cat "$BE_CONFIG" 2>/dev/null)" ]]; then
+        say "gpair-backend (pid $pid) runs with an older ./$BE_CONFIG: restarting it"
+        stop_daemon gpair-backend "$BE_PID_FILE" 15
+    else
+        say "gpair-backend already running (pid $pid), reusing it"
+    fi
 fi
-[[ -n ${ACCESS_KEY:-} && -n ${SECRET_KEY:-} ]] || die "could not read the gateway's credentials"
+if ! pid=$(running_pid gpair-backend "$BE_PID_FILE"); then
+    rm -f "$BE_PID_FILE"
+    # Another backend answering on our socket (say, started by hand) would get our requests.
+    if [[ -S $SOCKET ]] && gp --timeout 5 status >/dev/null 2>&1; then
+        die "a gpair-backend this script did not start already listens on $SOCKET (ss -xlp shows its pid): stop it and run again"
+    fi
+    printf '%s\n' "$cfg_new" >"$BE_CONFIG"
+    say "starting gpair-backend --config ./$BE_CONFIG"
+    sed 's/^/    /' "$BE_CONFIG"
+    : >"$BE_LOG"
+    NO_COLOR=1 setsid nohup "$BIN_DIR/gpair-backend" --config "$BE_CONFIG" \
+        >>"$BE_LOG" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" >"$BE_PID_FILE"
+    wait_ready gpair-backend "$pid" "$BE_PID_FILE" "$BE_LOG" "gpair-backend listening on " \
+        "is the catalog ./$VAR/catalog in use by another process?"
+    grep "gpair-backend listening on " "$BE_LOG" | head -n 1
+fi
+gp status >/dev/null || die "gpair-backend does not answer on $SOCKET; see ./$BE_LOG"
+
+# ---------------------------------------------------------------------------------------------
+# The gpeer and the gpair, unless they are already there (as this script made them).
+say "gpeer '$GPEER': the gateway at $ENDPOINT"
+rc=0
+out=$(gp --output json gpeer show "$GPEER" 2>&1) || rc=$?
+case $rc in
+0)
+    have=$(json 'd["endpoint"] + " " + d["access_key"]' <<<"$out")
+    [[ $have == "$ENDPOINT $ACCESS_KEY" ]] ||
+        die "gpeer '$GPEER' exists with endpoint and access key '$have', not '$ENDPOINT $ACCESS_KEY' (was ./$WEST_ROOT recreated?): start over with: deploy/quickstart.sh stop && rm -rf ./$VAR"
+    echo "gpeer '$GPEER' already added; checking it"
+    gpr gpeer check "$GPEER" ||
+        die "gpeer '$GPEER' does not pass its check (see above); start over with: deploy/quickstart.sh stop && rm -rf ./$VAR"
+    ;;
+1)
+    printf '$ GPAIR_SECRET_KEY=... gpair --backend %s gpeer add %s --endpoint %s --cluster-id %s --access-key %s\n' \
+        "$SOCKET" "$GPEER" "$ENDPOINT" "$WEST_CLUSTER" "$ACCESS_KEY"
+    GPAIR_SECRET_KEY=$SECRET_KEY gp gpeer add "$GPEER" --endpoint "$ENDPOINT" \
+        --cluster-id "$WEST_CLUSTER" --access-key "$ACCESS_KEY"
+    ;;
+*)
+    printf '%s\n' "$out" >&2
+    die "gpair gpeer show $GPEER failed (exit $rc)"
+    ;;
+esac
+
+say "gpair '$GPAIR': $EAST <-> $BUCKET/$PREFIX on gpeer '$GPEER'"
+rc=0
+out=$(gp --output json show "$GPAIR" 2>&1) || rc=$?
+case $rc in
+0)
+    have=$(json 'd["gpeer"] + " " + d["local_path"] + " " + d["remote_bucket"] + "/" + d["remote_prefix"]' <<<"$out")
+    [[ $have == "$GPEER $EAST $BUCKET/$PREFIX" ]] ||
+        die "gpair '$GPAIR' exists as '$have', not '$GPEER $EAST $BUCKET/$PREFIX': start over with: deploy/quickstart.sh stop && rm -rf ./$VAR"
+    echo "gpair '$GPAIR' already bound"
+    gpr show "$GPAIR"
+    ;;
+1)
+    gpr bind "$GPAIR" --gpeer "$GPEER" --local "$EAST" --remote "$BUCKET/$PREFIX" --create-bucket
+    ;;
+*)
+    printf '%s\n' "$out" >&2
+    die "gpair show $GPAIR failed (exit $rc)"
+    ;;
+esac
+
+# Wait until the gpair is active with nothing queued for west, then show its sync status.
+settle() {
+    local out state=""
+    for _ in $(seq 1 600); do
+        out=$(gp --output json sync status "$GPAIR") || die "gpair sync status $GPAIR failed"
+        state=$(json 'd[0]["state"] + " " + str(d[0]["initial_sync_done"]) + " " + str(d[0]["pending"]) + " " + str(d[0]["failing"])' <<<"$out")
+        [[ $state == "active True 0 0" ]] && break
+        sleep 0.1
+    done
+    gpr sync status "$GPAIR"
+    [[ $state == "active True 0 0" ]] ||
+        die "the metadata sync of '$GPAIR' did not settle within 60 s (state, initial sync done, pending, failing: $state); see ./$BE_LOG"
+}
+say "waiting for the metadata sync of '$GPAIR' to settle"
+settle
+
+# ---------------------------------------------------------------------------------------------
+# Sample files. A re-run deletes the previous ones first (stubs too: their west data goes with
+# them) and writes fresh ones.
+SAMPLES=(hello.txt docs/notes.md docs/todo.txt data/small.bin data/big.bin)
+say "writing sample files under ./$VAR/east"
+for f in "${SAMPLES[@]}"; do rm -f "$EAST/$f"; done
+mkdir -p "$EAST/docs" "$EAST/data" "$WORK/saved"
+printf 'hello from gpair east\n' >"$EAST/hello.txt"
+printf '# notes\n\nA file in a subdirectory.\n' >"$EAST/docs/notes.md"
+printf -- '- offload\n- recall\n' >"$EAST/docs/todo.txt"
+head -c $((3 * 1024 * 1024)) /dev/urandom >"$EAST/data/small.bin"
+head -c $((20 * 1024 * 1024)) /dev/urandom >"$EAST/data/big.bin" # > 8 MiB: multipart
+cp "$EAST/data/big.bin" "$WORK/saved/big.bin"
+(cd "$EAST" && run ls -lR .)
+settle
+
+ABS_SAMPLES=()
+for f in "${SAMPLES[@]}"; do ABS_SAMPLES+=("$EAST/$f"); done
+
+say "offloading everything under ./$VAR/east"
+rc=0
+gpr migrate -r --wait "$EAST" || rc=$?
+((rc == 0)) || die "the migrate job did not end done (exit $rc); see its report above and ./$BE_LOG"
+
+say "tier state: the data is on west, each file is a stub (same size and times)"
+gpr state "${ABS_SAMPLES[@]}"
+out=$(gp --output json state "${ABS_SAMPLES[@]}")
+remote=$(json 'sum(1 for f in d if f["state"] == "remote")' <<<"$out")
+((remote == ${#SAMPLES[@]})) || die "only $remote of ${#SAMPLES[@]} sample files are remote after the migrate"
+
+say "disk usage: apparent size (what ls shows) vs blocks held on east (released)"
+run du -sh --apparent-size "./$VAR/east"
+run du -sh "./$VAR/east"
+(cd "$EAST" && run ls -ls data)
 
 export AWS_ACCESS_KEY_ID=$ACCESS_KEY
 export AWS_SECRET_ACCESS_KEY=$SECRET_KEY
 export AWS_DEFAULT_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true
 unset AWS_PROFILE AWS_SESSION_TOKEN
-s3() { aws --endpoint-url "$ENDPOINT" "$@"; }
+say "the west copy, through the gateway (aws s3 ls --recursive s3://$BUCKET/$PREFIX/)"
+run aws --endpoint-url "$ENDPOINT" s3 ls --recursive "s3://$BUCKET/$PREFIX/"
+echo "big.bin went up in 8 MiB parts: its ETag ends in -<parts>"
+run aws --endpoint-url "$ENDPOINT" s3api head-object --bucket "$BUCKET" --key "$PREFIX/data/big.bin" \
+    --query ETag --output text
 
-# ---------------------------------------------------------------------------------------------
-say "creating bucket $BUCKET"
-if s3 s3api head-bucket --bucket "$BUCKET" >/dev/null 2>&1; then
-    echo "bucket $BUCKET already exists"
-else
-    s3 s3 mb "s3://$BUCKET"
-fi
+say "recalling data/big.bin and comparing it with the copy saved before the offload"
+rc=0
+gpr recall --wait "$EAST/data/big.bin" || rc=$?
+((rc == 0)) || die "the recall job did not end done (exit $rc); see its report above and ./$BE_LOG"
+run cmp "$EAST/data/big.bin" "$ABS_VAR/quickstart/saved/big.bin"
+echo "identical: data/big.bin ($(stat -c %s "$EAST/data/big.bin") bytes)"
 
-say "writing sample files under $WORK/src"
-rm -rf "$WORK/src" "$WORK/download"
-mkdir -p "$WORK/src/docs" "$WORK/src/data"
-printf 'hello from gpair east\n' >"$WORK/src/hello.txt"
-printf '# notes\n\nA file in a subdirectory.\n' >"$WORK/src/docs/notes.md"
-head -c $((24 * 1024 * 1024)) /dev/urandom >"$WORK/src/data/big.bin" # > 8 MiB: multipart
-ls -l "$WORK/src" "$WORK/src/docs" "$WORK/src/data"
+say "tier state again: big.bin is local, the others stay remote"
+gpr state "${ABS_SAMPLES[@]}"
+run du -sh "./$VAR/east"
 
-say "uploading (aws s3 cp --recursive; big.bin goes up in 8 MiB parts)"
-s3 s3 cp --recursive --only-show-errors "$WORK/src" "s3://$BUCKET/samples/"
+say "jobs and quota"
+gpr job ls
+gpr quota show "$GPAIR"
 
-say "listing (aws s3 ls --recursive s3://$BUCKET/)"
-s3 s3 ls --recursive "s3://$BUCKET/"
-
-say "head-object samples/data/big.bin (a multipart ETag ends in -<parts>)"
-s3 s3api head-object --bucket "$BUCKET" --key samples/data/big.bin
-
-say "downloading and comparing"
-s3 s3 cp --recursive --only-show-errors "s3://$BUCKET/samples/" "$WORK/download"
-for f in hello.txt docs/notes.md data/big.bin; do
-    cmp "$WORK/src/$f" "$WORK/download/$f"
-    echo "identical: $f"
-done
-
-say "the west tree: every object is a plain file (ls -lR $WEST_ROOT/$BUCKET)"
-ls -lR "$WEST_ROOT/$BUCKET"
-
-pid=$(running_pid) || die "the gateway stopped unexpectedly; see $LOG"
+running_pid s3fs-gateway "$GW_PID_FILE" >/dev/null || die "the gateway stopped unexpectedly; see ./$GW_LOG"
+running_pid gpair-backend "$BE_PID_FILE" >/dev/null || die "the backend stopped unexpectedly; see ./$BE_LOG"
+gw_pid=$(running_pid s3fs-gateway "$GW_PID_FILE")
+be_pid=$(running_pid gpair-backend "$BE_PID_FILE")
 cat <<EOF
 
 ==> done
-  s3fs-gateway  pid $pid, $ENDPOINT (log: $LOG, pid file: $PID_FILE)
-  west tree     ./$WEST_ROOT (bucket '$BUCKET' is the directory ./$WEST_ROOT/$BUCKET)
-  credentials   $CREDENTIALS (mode 0600; role backend)
-  did           created bucket '$BUCKET', uploaded 3 sample files (one of 24 MiB, multipart),
-                listed them, downloaded them and compared them byte for byte
+  s3fs-gateway   pid $gw_pid, $ENDPOINT, west tree ./$WEST_ROOT
+                 (log ./$GW_LOG; credentials ./$CREDENTIALS, mode 0600)
+  gpair-backend  pid $be_pid, socket $SOCKET
+                 (config ./$BE_CONFIG, catalog ./$VAR/catalog, log ./$BE_LOG)
+  gpeer          '$GPEER' = $ENDPOINT (cluster $WEST_CLUSTER)
+  gpair          '$GPAIR' = $EAST <-> $BUCKET/$PREFIX
+  did            wrote ${#SAMPLES[@]} sample files (3 text files, 3 MiB and 20 MiB binaries), offloaded
+                 them all to west (stubs on east), recalled data/big.bin and compared it byte
+                 for byte with a copy saved before the offload
 
-  Use it with any S3 client, e.g. the AWS CLI:
+  Drive it with the gpair CLI (docs/cli.md):
+    export PATH=$BIN_DIR:\$PATH
+    gpair --backend $SOCKET status
+    gpair --backend $SOCKET sync status $GPAIR
+    gpair --backend $SOCKET migrate -r --wait $EAST/docs
+    gpair --backend $SOCKET state $EAST/docs/notes.md
+    gpair --backend $SOCKET recall -r --wait $EAST
+    gpair --backend $SOCKET job ls
+    gpair --backend $SOCKET quota show
+  (or export GPAIR_BACKEND=$SOCKET and drop --backend)
+
+  Look at west with any S3 client, e.g. the AWS CLI:
     export AWS_ACCESS_KEY_ID=$ACCESS_KEY
-    export AWS_SECRET_ACCESS_KEY='<secret_key from $CREDENTIALS>'
+    export AWS_SECRET_ACCESS_KEY='<secret_key from ./$CREDENTIALS>'
     export AWS_DEFAULT_REGION=us-east-1
-    aws --endpoint-url $ENDPOINT s3 ls s3://$BUCKET/ --recursive
-    aws --endpoint-url $ENDPOINT s3 cp ./somefile s3://$BUCKET/somefile
+    aws --endpoint-url $ENDPOINT s3 ls --recursive s3://$BUCKET/$PREFIX/
 
-  Stop it:   deploy/quickstart.sh stop
-  Run again: deploy/quickstart.sh   (reuses the running gateway and its credentials)
-  Contract:  docs/gateway.md
+  Stop both:  deploy/quickstart.sh stop
+  Status:     deploy/quickstart.sh status
+  Run again:  deploy/quickstart.sh   (reuses the daemons, the gpeer and the gpair)
+  Start over: deploy/quickstart.sh stop && rm -rf ./$VAR
+  Docs:       docs/backend.md, docs/cli.md, docs/gateway.md
 EOF
