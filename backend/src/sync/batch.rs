@@ -87,6 +87,19 @@ impl Engine {
                     }
                     let key = west_key(&rprefix, path);
                     match EntryMeta::read(&join_rel(&root, path)) {
+                        Ok(meta)
+                            if matches!(r.op, Op::Put)
+                                && catalog
+                                    .get::<EntryRecord>(CF_ENTRIES, &gpair_key(&gp, path))
+                                    .ok()
+                                    .flatten()
+                                    .is_some_and(|k| {
+                                        !super::differs(&k.meta, &meta) && k.meta.ino == meta.ino
+                                    }) =>
+                        {
+                            // West already shows exactly this (a stub's xattr, a punch).
+                            Plan::Nothing
+                        }
                         Ok(meta) => {
                             let is_dir = meta.kind == EntryKind::Dir;
                             Plan::Write {

@@ -792,6 +792,7 @@ impl Engine {
                     }
                 }
             }
+            (Op::Put, Some(meta)) if self.unchanged(&key, &meta) => Ok(()),
             (_, Some(meta)) => self.put_entry(rec, stats, west, path, &meta).await,
             (op, None) => {
                 let known: Option<EntryRecord> = self.catalog.get(CF_ENTRIES, &key)?;
@@ -820,6 +821,17 @@ impl Engine {
                 Ok(())
             }
         }
+    }
+
+    /// Whether west already has exactly this metadata for the entry (the catalog records what
+    /// was last written): a change west does not show — a stub's xattr, a punch, ctime —
+    /// needs no request.
+    fn unchanged(&self, key: &[u8], meta: &EntryMeta) -> bool {
+        self.catalog
+            .get::<EntryRecord>(CF_ENTRIES, key)
+            .ok()
+            .flatten()
+            .is_some_and(|r| !differs(&r.meta, meta) && r.meta.ino == meta.ino)
     }
 
     /// The stub record's attribute name.
