@@ -379,10 +379,6 @@ async fn recovery_rolls_back_or_finishes_interrupted_offloads() {
         dv,
         started_ms: 1,
     };
-    w.engine
-        .catalog
-        .put(CF_INTENTS, &gpair_key("p", b"a"), &intent(dv))
-        .unwrap();
     // An offload that crashed after its stub record, before the punch: finished.
     let data = content(7, 70_000);
     let b = w.write("b", &data);
@@ -420,6 +416,11 @@ async fn recovery_rolls_back_or_finishes_interrupted_offloads() {
         .put(CF_INTENTS, &gpair_key("p", b"b"), &intent(dvb))
         .unwrap();
 
+    // (Written last: while an intent is in flight, metadata updates of its file wait.)
+    w.engine
+        .catalog
+        .put(CF_INTENTS, &gpair_key("p", b"a"), &intent(dv))
+        .unwrap();
     let done = w.tiering.recover().unwrap();
     assert_eq!(done.offloads_rolled_back, 1);
     assert_eq!(done.offloads_finished, 1);

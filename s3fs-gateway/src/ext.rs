@@ -208,6 +208,7 @@ pub fn set_attr(
     attr: &str,
     value: &str,
 ) -> Result<()> {
+    let _one_at_a_time = store.lock_key(bucket, &key.to_string());
     let found = store
         .lookup(bucket, key)?
         .ok_or_else(|| Error::NoSuchKey(key.to_string()))?;
@@ -483,6 +484,7 @@ fn apply_batch_op(store: &Store, usage: &Usage, bucket: &str, op: BatchOp) -> Re
             meta,
         } => {
             let key = ObjectKey::parse(&key)?;
+            let _one_at_a_time = store.lock_key(bucket, &key.to_string());
             let user: std::collections::BTreeMap<String, String> = meta
                 .into_iter()
                 .map(|(k, v)| (k.to_ascii_lowercase(), v))

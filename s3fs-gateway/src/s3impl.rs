@@ -527,8 +527,10 @@ impl Gateway {
             .to_path_buf();
         store.check_writable(&bucket_dir, key)?;
         store.create_dirs(&parent)?;
-        // Only the swap itself runs under the usage lock; the directory fsync comes after.
-        usage.apply(bucket, || {
+        // Only the swap itself runs under the usage lock (and the key's, so a SetAttrObj never
+        // interleaves with it); the directory fsync comes after.
+        let one_at_a_time = store.lock_key(bucket, &key.to_string());
+        let swapped = usage.apply(bucket, || {
             store.check_writable(&bucket_dir, key)?;
             let removed = Contribution::of_path(&dest);
             let mut tries = 0;
@@ -543,7 +545,9 @@ impl Gateway {
             }
             staged.keep();
             Ok((removed, added, ()))
-        })?;
+        });
+        drop(one_at_a_time);
+        swapped?;
         store.restore_dir_mtime(&parent);
         store.sync_dir(&parent)?;
         Ok(meta)
@@ -1212,7 +1216,18 @@ impl S3 for Gateway {
         let reservation = self.usage.reserve(&dst_bucket, src.md.len(), old)?;
         let meta = blocking(move || {
             if same {
-                // Metadata-only update in place.
+                // Metadata-only update in place, of the object as it is now: a SetAttrObj may
+                // have replaced it since it was looked up.
+                let _one_at_a_time = store.lock_key(&dst_bucket, &dst_key.to_string());
+                let now = store.lookup(&dst_bucket, &dst_key)?;
+                let unchanged = now.as_ref().is_some_and(|n| {
+                    n.path == src.path && n.meta.etag == src.meta.etag && !n.meta.placeholder
+                });
+                if !unchanged {
+                    return Err(Error::InvalidObjectState(format!(
+                        "{dst_key} changed while its metadata was being replaced; retry"
+                    )));
+                }
                 meta.size = src.md.len();
                 meta.store(&src.path)?;
                 posix.apply(&src.path)?;

@@ -26,7 +26,13 @@ pub struct Store {
     tmp: PathBuf,
     multipart: PathBuf,
     fsync: bool,
+    /// Striped locks serializing the read-modify-write of one object's metadata (SetAttrObj,
+    /// batch metadata updates, in-place copies, the swap of a PUT) so none undoes another.
+    key_locks: Vec<std::sync::Mutex<()>>,
 }
+
+/// Stripes of [`Store::lock_key`].
+const KEY_LOCK_STRIPES: usize = 64;
 
 /// An object found on disk.
 #[derive(Debug)]
@@ -65,7 +71,23 @@ impl Store {
             tmp,
             multipart,
             fsync,
+            key_locks: (0..KEY_LOCK_STRIPES)
+                .map(|_| std::sync::Mutex::new(()))
+                .collect(),
         })
+    }
+
+    /// Holds the lock of one object key (a stripe shared with others): taken around every
+    /// lookup → change → store of the object's metadata. Never held across two keys.
+    pub fn lock_key(&self, bucket: &str, key: &str) -> std::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bucket.hash(&mut h);
+        key.trim_end_matches('/').hash(&mut h);
+        let i = (h.finish() as usize) % self.key_locks.len();
+        self.key_locks[i]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn root(&self) -> &Path {

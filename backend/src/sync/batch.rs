@@ -56,7 +56,11 @@ impl Engine {
                 Ok(Some(r)) if matches!(r.op, Op::Rename { .. } | Op::SetAttr { .. }) => {
                     self.apply(key).await
                 }
-                // An offloaded file whose deletion keeps its west data goes one by one.
+                // A file being migrated, or an offloaded file whose deletion keeps its west
+                // data, goes one by one (apply defers or retires it).
+                Ok(Some(_)) if self.migrating(gpair, &key[gpair.len() + 1..]) => {
+                    self.apply(key).await
+                }
                 Ok(Some(_)) if self.retains(&rec, &key[gpair.len() + 1..]) => self.apply(key).await,
                 Ok(Some(r)) => records.push((key, r)),
                 _ => {

@@ -218,7 +218,14 @@ pub enum SyncError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The file is being offloaded or recalled: its metadata update waits (a concurrent
+    /// one could undo the migration's SetAttrObj on west).
+    #[error("a migration of this file is in flight")]
+    Busy,
 }
+
+/// How long a metadata update waits for a migration of its file before looking again.
+const BUSY_RETRY_MS: i64 = 300;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves the data consistent between statements, so a panic
@@ -715,6 +722,16 @@ impl Engine {
                 // Not the entry's fault: it keeps its attempts and waits for the gpeer.
                 q.schedule(&gpeer, key, now_ms(), rename_source(&gpair, &record.op));
             }
+            Err(SyncError::Busy) => {
+                let mut q = lock(&self.queue);
+                q.finish(&key);
+                q.schedule(
+                    &gpeer,
+                    key,
+                    now_ms() + BUSY_RETRY_MS,
+                    rename_source(&gpair, &record.op),
+                );
+            }
             Err(e) => {
                 let attempts = record.attempts + 1;
                 let delay = self.backoff_ms(attempts);
@@ -793,6 +810,11 @@ impl Engine {
                 }
             }
             (Op::Put, Some(meta)) if self.unchanged(&key, &meta) => Ok(()),
+            (Op::Put, Some(meta))
+                if meta.kind == EntryKind::File && self.migrating(&rec.name, path) =>
+            {
+                Err(SyncError::Busy)
+            }
             (_, Some(meta)) => self.put_entry(rec, stats, west, path, &meta).await,
             (op, None) => {
                 let known: Option<EntryRecord> = self.catalog.get(CF_ENTRIES, &key)?;
@@ -821,6 +843,15 @@ impl Engine {
                 Ok(())
             }
         }
+    }
+
+    /// Whether an offload or recall of the file is in flight (it has an intent).
+    pub(crate) fn migrating(&self, gpair: &str, path: &[u8]) -> bool {
+        self.catalog
+            .get_raw(crate::catalog::CF_INTENTS, &gpair_key(gpair, path))
+            .ok()
+            .flatten()
+            .is_some()
     }
 
     /// Whether west already has exactly this metadata for the entry (the catalog records what
