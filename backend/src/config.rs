@@ -130,9 +130,10 @@ fn build_tier(t: RawTier) -> Result<TierConfig, ConfigError> {
     let threshold_mib = t
         .multipart_threshold_mib
         .unwrap_or(d.multipart_threshold >> 20);
-    if !(5..=5 * 1024).contains(&threshold_mib) {
+    // A file below the threshold is read into memory whole (one per transfer): keep it small.
+    if !(5..=256).contains(&threshold_mib) {
         return Err(invalid(format!(
-            "tier.multipart_threshold_mib = {threshold_mib}: must be 5..=5120"
+            "tier.multipart_threshold_mib = {threshold_mib}: must be 5..=256 (a smaller file is held in memory while it is uploaded)"
         )));
     }
     let streams = t.streams_per_file.unwrap_or(d.streams_per_file);

@@ -351,6 +351,17 @@ impl Sdk {
             .send()
             .await
             .map_err(|e| classify(e, &what()).error)?;
+        // A server that ignores Range would send the whole object: refuse before reading it.
+        if out
+            .content_length()
+            .is_some_and(|l| l > 0 && l as u64 != len)
+        {
+            return Err(WestError::permanent(format!(
+                "{}: west answered with {} bytes (does it honour Range?)",
+                what(),
+                out.content_length().unwrap_or(0)
+            )));
+        }
         let body = out
             .body
             .collect()
