@@ -237,6 +237,17 @@ impl Quotas {
         if moves.is_empty() {
             return Ok(());
         }
+        // A record already at a destination belongs to a file the rename replaced: its usage
+        // goes (once), before the moved record takes its place.
+        let moving: std::collections::HashSet<&[u8]> =
+            moves.iter().map(|(f, _, _)| f.as_slice()).collect();
+        for (_, to_k, _) in &moves {
+            if !moving.contains(to_k.as_slice()) {
+                if let Some((_, p)) = split_gpair_key(to_k) {
+                    self.remove_record(catalog, gpair, p)?;
+                }
+            }
+        }
         let mut batch = catalog.batch();
         for (from_k, to_k, r) in &moves {
             batch.delete(CF_QUOTA, from_k);
@@ -300,6 +311,14 @@ mod tests {
         q.load(&c).unwrap();
         assert_eq!(q.usage("p").used_bytes, 35);
         assert_eq!(q.usage("p").used_files, 3);
+        // A rename over an offloaded file: the replaced file's usage goes.
+        c.put(CF_QUOTA, &gpair_key("p", b"f"), &rec(100)).unwrap();
+        c.put(CF_QUOTA, &gpair_key("p", b"g"), &rec(1)).unwrap();
+        q.load(&c).unwrap();
+        q.move_path(&c, "p", b"g", b"f", false).unwrap();
+        assert_eq!(q.usage("p").used_bytes, 36);
+        q.forget_path(&c, "p", b"f", false).unwrap();
+        assert_eq!(q.usage("p").used_bytes, 35);
         q.move_path(&c, "p", b"d", b"z", true).unwrap();
         assert!(c
             .get::<RemoteRecord>(CF_QUOTA, &gpair_key("p", b"z/b"))
