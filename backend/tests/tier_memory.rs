@@ -4,6 +4,8 @@
 //! west copy, and the resolution of intents left by a crash.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,10 +26,10 @@ use tokio_util::sync::CancellationToken;
 
 const ATTR: &str = "user.gpair";
 
-struct World {
+struct World<W: ?Sized = FaultyWest<MemoryWest>> {
     engine: Arc<Engine>,
     tiering: Arc<Tiering>,
-    west: Arc<FaultyWest<MemoryWest>>,
+    west: Arc<W>,
     share: PathBuf,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
 }
@@ -37,12 +39,24 @@ async fn world(quota: QuotaLimits) -> World {
 }
 
 async fn world_with(quota: QuotaLimits, retain_deleted_days: u32) -> World {
+    let memory = Arc::new(MemoryWest::new());
+    memory.create_bucket("west").await.unwrap();
+    world_over(
+        Arc::new(FaultyWest::new(memory)),
+        quota,
+        retain_deleted_days,
+    )
+}
+
+/// A world whose gpeer is `west` (bucket "west" must exist on it).
+fn world_over<W: WestStore>(
+    west: Arc<W>,
+    quota: QuotaLimits,
+    retain_deleted_days: u32,
+) -> World<W> {
     let catalog_dir = tempfile::tempdir().unwrap();
     let share_dir = tempfile::tempdir().unwrap();
     let catalog = Arc::new(Catalog::open(catalog_dir.path()).unwrap());
-    let memory = Arc::new(MemoryWest::new());
-    memory.create_bucket("west").await.unwrap();
-    let west = Arc::new(FaultyWest::new(memory));
     let w2 = Arc::clone(&west);
     let factory: WestFactory = Arc::new(move |_| Arc::clone(&w2) as Arc<dyn WestStore>);
     let config = SyncConfig {
@@ -99,6 +113,59 @@ async fn world_with(quota: QuotaLimits, retain_deleted_days: u32) -> World {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn offload_and_recall_through_the_s3_dialect_on_moto() {
+    // Any S3: gpair-name as a tag, ltr drops the tag, rtl replaces the object by a
+    // placeholder. moto stands in for it.
+    let moto = common::Moto::start();
+    let store = gpair_backend::west::connect(&GpeerConn {
+        endpoint: moto.endpoint.clone(),
+        access_key: "AKMOTOTEST0000000001".into(),
+        secret_key: "moto-secret".into(),
+        region: "us-east-1".into(),
+        dialect: Dialect::S3,
+    });
+    store.create_bucket("west").await.unwrap();
+    let w = world_over(Arc::new(FaultyWest::new(store)), QuotaLimits::default(), 0);
+    let small = content(20, 70_000);
+    let big = content(21, 11 << 20);
+    let a = w.write("d/a", &small);
+    let b = w.write("d/b", &big);
+    let job = w.run(JobKind::Migrate, &[&w.share.join("d")]).await;
+    assert_eq!(job.counters().files_done, 2, "{:?}", w.outcomes(job.id()));
+    let s3 = w.west.inner();
+    let e = s3
+        .head(
+            "west",
+            &gpair_backend::west::keys::west_key("s", b"d/b"),
+            false,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (e.data_len, e.gpair_name, e.crc32c),
+        (big.len() as u64, None, Some(crc32c::crc32c(&big)))
+    );
+    assert_eq!(w.tiering.state(&a).state, TierState::Remote);
+    let back = w.run(JobKind::Recall, &[&a, &b]).await;
+    assert_eq!(back.counters().files_done, 2, "{:?}", w.outcomes(back.id()));
+    assert_eq!(std::fs::read(&a).unwrap(), small);
+    assert_eq!(std::fs::read(&b).unwrap(), big);
+    w.drain().await;
+    let e = s3
+        .head(
+            "west",
+            &gpair_backend::west::keys::west_key("s", b"d/b"),
+            false,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.data_len, 0, "a placeholder again");
+    assert!(e.gpair_name.is_some());
+}
+
 /// Distinct bytes per file and offset.
 fn content(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -112,7 +179,7 @@ fn content(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-impl World {
+impl<W: ?Sized> World<W> {
     fn write(&self, rel: &str, data: &[u8]) -> PathBuf {
         let p = self.share.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -134,10 +201,6 @@ impl World {
         job
     }
 
-    fn object(&self, key: &str) -> Option<gpair_backend::west::memory::MemObject> {
-        self.west.inner().object("west", key)
-    }
-
     /// Waits until the outbox has applied everything queued.
     async fn drain(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -148,7 +211,19 @@ impl World {
     }
 
     fn outcomes(&self, id: u64) -> Vec<(String, Outcome, String)> {
-        let (files, _) = self.tiering.job_files(id, 100);
+        outcomes_of(&self.tiering, id)
+    }
+}
+
+impl World {
+    fn object(&self, key: &str) -> Option<gpair_backend::west::memory::MemObject> {
+        self.west.inner().object("west", key)
+    }
+}
+
+fn outcomes_of(tiering: &Tiering, id: u64) -> Vec<(String, Outcome, String)> {
+    {
+        let (files, _) = tiering.job_files(id, 100);
         files
             .into_iter()
             .map(|(p, f)| {
