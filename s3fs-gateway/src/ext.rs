@@ -208,6 +208,19 @@ pub fn set_attr(
     attr: &str,
     value: &str,
 ) -> Result<()> {
+    set_attr_with(store, usage, bucket, key, attr, value, true)
+}
+
+/// [`set_attr`]; `durable`: fsync what it changed (a batch leaves that to its `syncfs`).
+fn set_attr_with(
+    store: &Store,
+    usage: &Usage,
+    bucket: &str,
+    key: &ObjectKey,
+    attr: &str,
+    value: &str,
+    durable: bool,
+) -> Result<()> {
     let _one_at_a_time = store.lock_key(bucket, &key.to_string());
     let found = store
         .lookup(bucket, key)?
@@ -237,7 +250,7 @@ pub fn set_attr(
             meta.gpair_name = None;
             meta.placeholder = false;
             meta.store(&found.path)?;
-            if store.fsync() {
+            if durable && store.fsync() {
                 std::fs::File::open(&found.path)?.sync_all()?;
             }
             Ok(())
@@ -276,7 +289,7 @@ pub fn set_attr(
                 Ok((removed, Contribution::NONE, ()))
             })?;
             guard.0 = None; // installed: keep it
-            if let Some(parent) = found.path.parent() {
+            if let Some(parent) = found.path.parent().filter(|_| durable) {
                 store.sync_dir(parent)?;
             }
             Ok(())
@@ -409,6 +422,13 @@ pub enum BatchOp {
     },
     /// Remove the entry (a missing one is fine).
     Delete { key: String },
+    /// SetAttrObj (`attr` = ltr_local_to_remote or rtl_remote_to_local), made durable by the
+    /// batch's `syncfs` instead of an fsync of its own.
+    SetAttr {
+        key: String,
+        attr: String,
+        value: String,
+    },
 }
 
 /// The outcome of one batch operation.
@@ -431,7 +451,8 @@ pub fn apply_batch(
 ) -> Vec<BatchResult> {
     let mut touched: std::collections::BTreeSet<std::path::PathBuf> = Default::default();
     for op in &ops {
-        let (BatchOp::Meta { key, .. } | BatchOp::Delete { key }) = op;
+        let (BatchOp::Meta { key, .. } | BatchOp::Delete { key } | BatchOp::SetAttr { key, .. }) =
+            op;
         if let Ok(k) = ObjectKey::parse(key) {
             if let Some(parent) = store.object_path(bucket, &k).parent() {
                 touched.insert(parent.to_path_buf());
@@ -476,6 +497,10 @@ fn apply_batch_op(store: &Store, usage: &Usage, bucket: &str, op: BatchOp) -> Re
         BatchOp::Delete { key } => {
             let key = ObjectKey::parse(&key)?;
             crate::s3impl::delete_one(store, usage, bucket, &key)
+        }
+        BatchOp::SetAttr { key, attr, value } => {
+            let key = ObjectKey::parse(&key)?;
+            set_attr_with(store, usage, bucket, &key, &attr, &value, false)
         }
         BatchOp::Meta {
             key,
@@ -642,5 +667,42 @@ mod tests {
             .unwrap()
             .is_some());
         assert!(!dir.path().join("escape").exists());
+
+        // SetAttrObj in a batch: rtl releases the data object, ltr on a placeholder without
+        // data is refused, a missing key is NoSuchKey; each result on its own.
+        std::fs::write(dir.path().join("bkt/data2"), b"more west bytes").unwrap();
+        let ops = vec![
+            BatchOp::SetAttr {
+                key: "data2".into(),
+                attr: RTL.into(),
+                value: "v".into(),
+            },
+            BatchOp::SetAttr {
+                key: "d/f".into(),
+                attr: LTR.into(),
+                value: "v".into(),
+            },
+            BatchOp::SetAttr {
+                key: "missing".into(),
+                attr: RTL.into(),
+                value: "v".into(),
+            },
+            BatchOp::SetAttr {
+                key: "data2".into(),
+                attr: "sideways".into(),
+                value: "v".into(),
+            },
+        ];
+        let results = apply_batch(&store, &usage, "bkt", ops);
+        let statuses: Vec<u16> = results.iter().map(|r| r.status).collect();
+        assert_eq!(statuses[0], 200, "{results:?}");
+        assert_eq!(results[2].code.as_deref(), Some("NoSuchKey"), "{results:?}");
+        assert!(statuses[1] >= 400 && statuses[3] == 400, "{results:?}");
+        let released = store
+            .lookup("bkt", &ObjectKey::parse("data2").unwrap())
+            .unwrap()
+            .unwrap();
+        assert!(released.meta.placeholder);
+        assert_eq!(released.meta.gpair_name.as_deref(), Some("v"));
     }
 }

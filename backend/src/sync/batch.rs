@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use gpair_proto::now_ms;
 
-use super::{join_rel, lock, Engine, EntryRecord, Op, OutboxRecord};
+use super::{join_rel, lock, AttrOp, AttrOutcome, Engine, EntryRecord, Op, OutboxRecord};
 use crate::catalog::{gpair_key, CF_ENTRIES, CF_OUTBOX};
 use crate::entry::{EntryKind, EntryMeta};
 use crate::west::batch::{BatchClient, BatchOp};
@@ -27,6 +27,10 @@ enum Plan {
     /// East could not be read (not "gone": EIO, ESTALE, permissions…): retried later, never
     /// taken for a deletion.
     Unreadable(String),
+    /// SetAttrObj of a file.
+    Attr { op: BatchOp, attr: AttrOp },
+    /// An rtl whose path holds a stub now: stale, applied as a no-op.
+    StaleRtl,
     Write {
         op: BatchOp,
         east: Option<EntryMeta>,
@@ -53,9 +57,7 @@ impl Engine {
         let mut records = Vec::with_capacity(keys.len());
         for key in keys {
             match self.catalog.get::<OutboxRecord>(CF_OUTBOX, &key) {
-                Ok(Some(r)) if matches!(r.op, Op::Rename { .. } | Op::SetAttr { .. }) => {
-                    self.apply(key).await
-                }
+                Ok(Some(r)) if matches!(r.op, Op::Rename { .. }) => self.apply(key).await,
                 // A file being migrated, or an offloaded file whose deletion keeps its west
                 // data, goes one by one (apply defers or retires it).
                 Ok(Some(_)) if self.migrating(gpair, &key[gpair.len() + 1..]) => {
@@ -74,10 +76,12 @@ impl Engine {
         // Read east for every record at once.
         let root = rec.local_path.clone();
         let prefix_len = gpair.len() + 1;
+        // A SetAttr record's key carries a suffix after the file's path.
         let paths: Vec<Vec<u8>> = records
             .iter()
-            .map(|(k, _)| k[prefix_len..].to_vec())
+            .map(|(k, _)| super::outbox_path(&k[prefix_len..]).0.to_vec())
             .collect();
+        let stub_attr = self.stub_attr().to_owned();
         let catalog = Arc::clone(&self.catalog);
         let gp = gpair.to_owned();
         let rprefix = rec.prefix.clone();
@@ -90,6 +94,9 @@ impl Engine {
                         return Plan::Nothing;
                     }
                     let key = west_key(&rprefix, path);
+                    if let Op::SetAttr { attr } = r.op {
+                        return plan_setattr(&join_rel(&root, path), &stub_attr, key, attr);
+                    }
                     match EntryMeta::read(&join_rel(&root, path)) {
                         Ok(meta)
                             if matches!(r.op, Op::Put)
@@ -148,8 +155,8 @@ impl Engine {
         let ops: Vec<BatchOp> = planned
             .iter()
             .filter_map(|(p, _)| match p {
-                Plan::Write { op, .. } => Some(BatchOp::clone(op)),
-                Plan::Nothing | Plan::Unreadable(_) => None,
+                Plan::Write { op, .. } | Plan::Attr { op, .. } => Some(BatchOp::clone(op)),
+                Plan::Nothing | Plan::Unreadable(_) | Plan::StaleRtl => None,
             })
             .collect();
         let results = if ops.is_empty() {
@@ -178,10 +185,31 @@ impl Engine {
         let mut deleted: Vec<(Vec<u8>, bool)> = Vec::new();
         let mut written: Vec<(Vec<u8>, EntryMeta)> = Vec::new();
         let mut any_success = false;
+        let mut attr_outcomes: Vec<(Vec<u8>, AttrOp, AttrOutcome)> = Vec::new();
         for (plan, (key, record)) in planned {
             let result = match plan {
                 Plan::Nothing => Ok(()),
                 Plan::Unreadable(why) => Err(WestError::permanent(why)),
+                Plan::StaleRtl => {
+                    attr_outcomes.push((key.clone(), AttrOp::Rtl, Ok(())));
+                    Ok(())
+                }
+                Plan::Attr { attr, .. } => {
+                    let r = results
+                        .next()
+                        .unwrap_or_else(|| Err(WestError::transient("missing batch result")));
+                    match &r {
+                        Ok(()) => {
+                            any_success = true;
+                            attr_outcomes.push((key.clone(), attr, Ok(())));
+                        }
+                        Err(e) if e.is_permanent() => {
+                            attr_outcomes.push((key.clone(), attr, Err(e.to_string())));
+                        }
+                        Err(_) => {}
+                    }
+                    r
+                }
                 Plan::Write { east, is_dir, .. } => {
                     let r = results
                         .next()
@@ -298,10 +326,40 @@ impl Engine {
         if let Some(e) = transient {
             self.record_transient(gpeer, &e);
         }
+        for (key, attr, outcome) in attr_outcomes {
+            self.notify_attr(&key, attr, outcome);
+        }
         for dir in dir_deletes {
             if let Err(e) = self.delete_subtree_children(&rec, &dir) {
                 tracing::error!(error = %e, "cannot queue the deletion of a directory's entries");
             }
         }
+    }
+}
+
+/// Plans a SetAttr record: an rtl whose path now holds a stub is stale (another offloaded file
+/// renamed over it; releasing the object would drop that stub's only copy).
+fn plan_setattr(
+    abs: &std::path::Path,
+    stub_attr: &str,
+    key: crate::west::WestKey,
+    attr: AttrOp,
+) -> Plan {
+    if attr == AttrOp::Rtl {
+        match crate::tier::stub::read_path(abs, stub_attr) {
+            Ok(Some(_)) => return Plan::StaleRtl,
+            Ok(None) => {}
+            Err(crate::tier::stub::StubError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound
+                    || source.raw_os_error() == Some(libc::ENOTDIR) => {}
+            Err(e) => return Plan::Unreadable(e.to_string()),
+        }
+    }
+    Plan::Attr {
+        op: BatchOp::SetAttr {
+            key,
+            attr: attr.west(),
+        },
+        attr,
     }
 }

@@ -23,6 +23,8 @@ pub enum BatchOp {
     Meta { key: WestKey, meta: EntryMeta },
     /// Remove the west entry.
     Delete { key: WestKey, is_dir: bool },
+    /// SetAttrObj on a file's object.
+    SetAttr { key: WestKey, attr: super::SetAttr },
 }
 
 pub struct BatchClient {
@@ -85,6 +87,12 @@ impl BatchClient {
                     })
                 }
                 BatchOp::Delete { key, is_dir } => serde_json::json!({ "op": "delete", "key": key.object_key(*is_dir) }),
+                BatchOp::SetAttr { key, attr } => serde_json::json!({
+                    "op": "set_attr",
+                    "key": key.object_key(false),
+                    "attr": super::gateway::attr_key(*attr),
+                    "value": gpair_value,
+                }),
             }).collect::<Vec<_>>()
         });
         let body = Bytes::from(body.to_string());
@@ -139,9 +147,20 @@ impl BatchClient {
         Ok(reply
             .results
             .into_iter()
-            .map(|r| {
+            .zip(ops)
+            .map(|(r, op)| {
                 if (200..300).contains(&r.status) {
                     return Ok(());
+                }
+                if let BatchOp::SetAttr {
+                    attr: super::SetAttr::RemoteToLocal,
+                    ..
+                } = op
+                {
+                    if r.status == 404 && r.code.as_deref() == Some("NoSuchKey") {
+                        // Nothing left to release.
+                        return Ok(());
+                    }
                 }
                 let msg = format!(
                     "HTTP {} {}: {}",
