@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod entry;
 pub mod grpc;
+pub mod mount;
 pub mod registry;
 pub mod sync;
 pub mod tier;
