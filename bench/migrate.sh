@@ -92,11 +92,8 @@ GPAIR=$TARGET/release/gpair
 HELPER=$REPO/bench/migrate_helper.py
 TCK=$(getconf CLK_TCK)
 
-need() {
-    command -v "$1" >/dev/null 2>&1 && return 0
-    echo "== $1 is missing; installing it with apt-get" >&2
-    apt-get install -y "$2" >/dev/null || { echo "cannot install $2; install it and retry" >&2; exit 1; }
-}
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 need python3 python3
 [ "${#RCLONES[@]}" -gt 0 ] && need rclone rclone
 [ "$PERF" = 1 ] && need perf linux-perf
@@ -136,23 +133,6 @@ GW_PID=""
 D_PID=""
 BG_PIDS=()
 
-stop() { # stop PID: SIGTERM, then wait for it to end (SIGKILL after 35 s).
-    local pid=$1
-    [ -n "$pid" ] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 350); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-stop_bg() {
-    local p
-    for p in "${BG_PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-    for p in "${BG_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    BG_PIDS=()
-}
 cleanup() {
     stop_bg
     stop "$D_PID"; D_PID=""
@@ -169,29 +149,6 @@ trap 'exit 130' INT TERM
 helper() { python3 "$HELPER" "$@"; }
 jget() { python3 -c 'import json,sys; v=json.loads(sys.argv[1]).get(sys.argv[2]); print("" if v is None else v)' "$1" "$2"; }
 
-# start NAME CMD...: starts CMD with stdout and stderr in $WORK/NAME.{stdout,stderr}; sets PID.
-start() {
-    local name=$1
-    shift
-    RUST_LOG=$LOG_LEVEL "$@" >"$WORK/$name.stdout" 2>"$WORK/$name.stderr" &
-    PID=$!
-}
-# wait_line PID FILE PATTERN WHAT: waits for a line in FILE (sed pattern), prints its match.
-wait_line() {
-    local pid=$1 file=$2 pattern=$3 what=$4 got=""
-    for _ in $(seq 1 600); do
-        got=$(sed -n "$pattern" "$file" | head -n1)
-        [ -n "$got" ] && { echo "$got"; return; }
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "$what did not start; stderr:" >&2
-    cat "${file%.stdout}.stderr" >&2
-    exit 1
-}
-cpu_s() { # utime + stime of PID (all threads, living and exited), seconds
-    awk -v t="$TCK" '{ sub(/^.*\) /, ""); split($0, f, " "); printf "%.2f\n", (f[12] + f[13]) / t }' "/proc/$1/stat"
-}
 logs_tail() {
     echo "--- daemon log (tail) ---" >&2; tail -n 30 "$WORK/daemon.stderr" >&2 || true
     echo "--- gateway log (tail) ---" >&2; tail -n 30 "$WORK/gateway.stderr" >&2 || true
@@ -220,7 +177,7 @@ mkdir -p "$ROOT/$BUCKET" "$COPIES"
     "$AK" "$SK" >"$WORK/credentials.toml")
 chmod 600 "$WORK/credentials.toml"
 printf 'credentials = "%s"\nfsync = %s\n' "$WORK/credentials.toml" "$GW_FSYNC" >"$WORK/gateway.toml"
-start gateway "$GW" --root "$ROOT" --listen 127.0.0.1:0 --config "$WORK/gateway.toml"
+start gateway "$WORK" "$GW" --root "$ROOT" --listen 127.0.0.1:0 --config "$WORK/gateway.toml"
 GW_PID=$PID
 ADDR=$(wait_line "$GW_PID" "$WORK/gateway.stdout" 's#^s3fs-gateway listening on http://##p' s3fs-gateway)
 ENDPOINT=http://$ADDR
@@ -233,7 +190,7 @@ SOCK=$WORK/backend.sock
 } >"$WORK/backend.toml"
 TRANSFERS=$(sed -n 's/^ *transfers *= *\([0-9]*\).*/\1/p' "$WORK/backend.toml" | tail -n1)
 TRANSFERS=${TRANSFERS:-8}   # the daemon's default tier.transfers
-start daemon "$DAEMON" --config "$WORK/backend.toml"
+start daemon "$WORK" "$DAEMON" --config "$WORK/backend.toml"
 D_PID=$PID
 wait_line "$D_PID" "$WORK/daemon.stdout" 's#^gpair-backend listening on ##p' gpair-backend >/dev/null
 G=("$GPAIR" --backend "$SOCK")

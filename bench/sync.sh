@@ -78,11 +78,8 @@ GPAIR=$TARGET/release/gpair
 TCK=$(getconf CLK_TCK)
 SYNC_EVENTS=syscalls:sys_enter_fsync,syscalls:sys_exit_fsync,syscalls:sys_enter_fdatasync,syscalls:sys_exit_fdatasync,syscalls:sys_enter_syncfs,syscalls:sys_exit_syncfs
 
-need() {
-    command -v "$1" >/dev/null 2>&1 && return 0
-    echo "== $1 is missing; installing it with apt-get" >&2
-    apt-get install -y "$2" >/dev/null || { echo "cannot install $2; install it and retry" >&2; exit 1; }
-}
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 perf_tracepoints_work() {
     command -v perf >/dev/null 2>&1 &&
         perf record -q -e "$SYNC_EVENTS" -o /dev/null -- true >/dev/null 2>&1
@@ -140,29 +137,6 @@ GW_PID=""
 D_PID=""
 BG_PIDS=()     # counters and profilers of the current phase
 
-# stop PID: SIGTERM, then wait for it to end (SIGKILL after 35 s).
-stop() {
-    local pid=$1
-    [ -n "$pid" ] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 350); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-# stop_bg: SIGINT to the counters and profilers (they write their results), wait for them.
-stop_bg() {
-    local p
-    for p in "${BG_PIDS[@]}"; do
-        kill -INT "$p" 2>/dev/null || true
-    done
-    for p in "${BG_PIDS[@]}"; do
-        wait "$p" 2>/dev/null || true
-    done
-    BG_PIDS=()
-}
 cleanup() {
     stop_bg
     stop "$D_PID"; D_PID=""
@@ -435,33 +409,6 @@ PY
 helper() { python3 "$WORK/helper.py" "$@"; }
 
 # ---------------------------------------------------------------- processes
-
-# start NAME DIR CMD...: starts CMD with stdout and stderr in DIR/NAME.{stdout,stderr}; sets PID.
-start() {
-    local name=$1 dir=$2
-    shift 2
-    RUST_LOG=$LOG_LEVEL "$@" >"$dir/$name.stdout" 2>"$dir/$name.stderr" &
-    PID=$!
-}
-
-# wait_line PID FILE PATTERN WHAT: waits for a line in FILE (sed pattern), prints its match.
-wait_line() {
-    local pid=$1 file=$2 pattern=$3 what=$4 got=""
-    for _ in $(seq 1 600); do
-        got=$(sed -n "$pattern" "$file" | head -n1)
-        [ -n "$got" ] && { echo "$got"; return; }
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "$what did not start; stderr:" >&2
-    cat "${file%.stdout}.stderr" >&2
-    exit 1
-}
-
-cpu_s() { # utime + stime of PID (all threads, living and exited), seconds; "null" without PID
-    if [ -z "$1" ]; then echo null; return; fi
-    awk -v t="$TCK" '{ sub(/^.*\) /, ""); split($0, f, " "); printf "%.2f\n", (f[12] + f[13]) / t }' "/proc/$1/stat"
-}
 
 # ---------------------------------------------------------------- per-phase measurements
 

@@ -393,7 +393,6 @@ impl pb::admin_server::Admin for AdminService {
             prefix,
             state: GpairState::InitialSync,
             created_at_ms: now_ms(),
-            offloaded: 0,
             quota: Default::default(),
             retain_deleted_days: r.retain_deleted_days,
         };

@@ -43,10 +43,6 @@ pub struct GpairRecord {
     pub gpair_value: String,
     pub state: GpairState,
     pub created_at_ms: i64,
-    /// Unused since usage is derived from the catalog's remote records (kept so older
-    /// records still decode).
-    #[serde(default, skip_serializing)]
-    pub offloaded: u64,
     /// Limits on west usage (`gpair quota set`).
     #[serde(default)]
     pub quota: crate::tier::quota::QuotaLimits,

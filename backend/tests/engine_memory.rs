@@ -74,7 +74,6 @@ impl World {
             prefix: "s".into(),
             state: GpairState::InitialSync,
             created_at_ms: 0,
-            offloaded: 0,
             quota: Default::default(),
             retain_deleted_days: 0,
         });

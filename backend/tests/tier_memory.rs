@@ -94,7 +94,6 @@ fn world_over<W: WestStore>(
         prefix: "s".into(),
         state: GpairState::InitialSync,
         created_at_ms: 0,
-        offloaded: 0,
         quota,
         retain_deleted_days,
     });

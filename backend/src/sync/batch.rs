@@ -122,10 +122,7 @@ impl Engine {
                                 is_dir,
                             }
                         }
-                        Err(e)
-                            if e.kind() != std::io::ErrorKind::NotFound
-                                && e.raw_os_error() != Some(libc::ENOTDIR) =>
-                        {
+                        Err(e) if !crate::tier::stub::is_gone(&e) => {
                             Plan::Unreadable(format!("east {}: {e}", String::from_utf8_lossy(path)))
                         }
                         Err(_) => {
@@ -346,12 +343,9 @@ fn plan_setattr(
     attr: AttrOp,
 ) -> Plan {
     if attr == AttrOp::Rtl {
-        match crate::tier::stub::read_path(abs, stub_attr) {
+        match crate::tier::stub::read_path_if_present(abs, stub_attr) {
             Ok(Some(_)) => return Plan::StaleRtl,
             Ok(None) => {}
-            Err(crate::tier::stub::StubError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound
-                    || source.raw_os_error() == Some(libc::ENOTDIR) => {}
             Err(e) => return Plan::Unreadable(e.to_string()),
         }
     }

@@ -935,16 +935,8 @@ impl Engine {
             let attr_name = self.stub_attr().to_owned();
             let a2 = abs.clone();
             let is_stub = tokio::task::spawn_blocking(move || {
-                match crate::tier::stub::read_path(&a2, &attr_name) {
-                    // No file there: nothing east could lose.
-                    Err(crate::tier::stub::StubError::Io { source, .. })
-                        if source.kind() == std::io::ErrorKind::NotFound
-                            || source.raw_os_error() == Some(libc::ENOTDIR) =>
-                    {
-                        Ok(None)
-                    }
-                    r => r.map_err(|e| e.to_string()),
-                }
+                // No file there: nothing east could lose.
+                crate::tier::stub::read_path_if_present(&a2, &attr_name).map_err(|e| e.to_string())
             })
             .await
             .map_err(|e| SyncError::East {
@@ -1334,12 +1326,7 @@ async fn read_meta(abs: PathBuf) -> Result<Option<EntryMeta>, SyncError> {
         })?;
     match r {
         Ok(m) => Ok(Some(m)),
-        Err(e)
-            if e.kind() == std::io::ErrorKind::NotFound
-                || e.raw_os_error() == Some(libc::ENOTDIR) =>
-        {
-            Ok(None)
-        }
+        Err(e) if crate::tier::stub::is_gone(&e) => Ok(None),
         Err(source) => Err(SyncError::East { path: abs, source }),
     }
 }

@@ -32,7 +32,7 @@ use crate::catalog::{gpair_key, CatalogError, CF_INTENTS, CF_JOBS, CF_META, CF_Q
 use crate::config::TierConfig;
 use crate::registry::GpairRecord;
 use crate::sync::Engine;
-use crate::west::{WestError, WestStore};
+use crate::west::WestError;
 use job::{Counters, FileRecord, JobKind, JobRecord, JobRt, JobState, Outcome};
 use stub::DataVersion;
 
@@ -850,6 +850,43 @@ impl Tiering {
     }
 }
 
+/// A regular file opened for a migration step, with its metadata and stub record (or why it
+/// could not be read).
+struct Opened {
+    file: std::fs::File,
+    md: std::fs::Metadata,
+    stub: Result<Option<stub::StubRecord>, stub::StubError>,
+}
+
+impl Tiering {
+    /// Opens the file of an offload or recall and reads its stub record. A file that is gone,
+    /// a symlink or not a regular file ends the step as skipped.
+    async fn open_for_step(&self, path: &Path, write: bool) -> Result<Opened, Stop> {
+        let attr = self.config.stub_xattr.clone();
+        let p = path.to_path_buf();
+        let opened = blocking(move || -> std::io::Result<_> {
+            let f = open_file(&p, write)?;
+            let md = f.metadata()?;
+            let stub = stub::read_fd(&f, &p, &attr);
+            Ok(Opened { file: f, md, stub })
+        })
+        .await
+        .map_err(failed)?;
+        let skipped = |why: &str| Stop::Done(FileResult::new(Outcome::Skipped, why));
+        match opened {
+            Ok(o) if o.md.is_file() => Ok(o),
+            Ok(_) => Err(skipped("not a regular file")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(skipped("gone: deleted before its turn"))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                Err(skipped("not a regular file (symlink)"))
+            }
+            Err(e) => Err(east_stop(path, "open", e)),
+        }
+    }
+}
+
 /// Opens a file for the migration engine: never following a symlink in the last component.
 fn open_file(path: &Path, write: bool) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -875,6 +912,3 @@ fn read_at(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<Vec
     buf.truncate(got);
     Ok(buf)
 }
-
-/// Gets the west store interface for a file's gpair; `Arc` clone for spawned parts.
-pub type West = Arc<dyn WestStore>;

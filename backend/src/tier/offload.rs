@@ -47,35 +47,11 @@ impl Tiering {
         path: &Path,
         west: &dyn WestStore,
     ) -> Result<FileResult, Stop> {
-        let attr = self.config.stub_xattr.clone();
-        let p = path.to_path_buf();
-        let opened = blocking(move || -> std::io::Result<_> {
-            let f = open_file(&p, false)?;
-            let md = f.metadata()?;
-            let stub = stub::read_fd(&f, &p, &attr);
-            Ok((f, md, stub))
-        })
-        .await
-        .map_err(failed)?;
-        let (file, md, stub) = match opened {
-            Ok(v) => v,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(FileResult::new(
-                    Outcome::Skipped,
-                    "gone: deleted before its turn",
-                ));
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Ok(FileResult::new(
-                    Outcome::Skipped,
-                    "not a regular file (symlink)",
-                ));
-            }
-            Err(e) => return Err(east_stop(path, "open", e)),
+        let (file, md, stub) = match self.open_for_step(path, false).await {
+            Ok(o) => (o.file, o.md, o.stub),
+            Err(Stop::Done(r)) => return Ok(r),
+            Err(e) => return Err(e),
         };
-        if !md.is_file() {
-            return Ok(FileResult::new(Outcome::Skipped, "not a regular file"));
-        }
         match stub {
             Err(e) => return Err(failed(e.to_string())),
             Ok(Some(_)) => return Ok(FileResult::new(Outcome::Noop, "already remote")),

@@ -18,8 +18,8 @@ use gpair_proto::now_ms;
 use super::job::{JobKind, JobRt, Outcome};
 use super::stub::{self, DataVersion, StubRecord};
 use super::{
-    blocking, east_stop, failed, failpoint, open_file, west_stop, FileResult, Intent, MarkState,
-    Stop, Tiering, CF_TIERS,
+    blocking, east_stop, failed, failpoint, west_stop, FileResult, Intent, MarkState, Stop,
+    Tiering, CF_TIERS,
 };
 use crate::catalog::{gpair_key, CF_INTENTS};
 use crate::registry::GpairRecord;
@@ -35,29 +35,11 @@ impl Tiering {
         path: &Path,
         west: &dyn WestStore,
     ) -> Result<FileResult, Stop> {
-        let attr = self.config.stub_xattr.clone();
-        let p = path.to_path_buf();
-        let opened = blocking(move || -> std::io::Result<_> {
-            let f = open_file(&p, true)?;
-            let md = f.metadata()?;
-            let stub = stub::read_fd(&f, &p, &attr);
-            Ok((f, md, stub))
-        })
-        .await
-        .map_err(failed)?;
-        let (file, md, stub) = match opened {
-            Ok(v) => v,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(FileResult::new(
-                    Outcome::Skipped,
-                    "gone: deleted before its turn",
-                ));
-            }
-            Err(e) => return Err(east_stop(path, "open", e)),
+        let (file, md, stub) = match self.open_for_step(path, true).await {
+            Ok(o) => (o.file, o.md, o.stub),
+            Err(Stop::Done(r)) => return Ok(r),
+            Err(e) => return Err(e),
         };
-        if !md.is_file() {
-            return Ok(FileResult::new(Outcome::Skipped, "not a regular file"));
-        }
         let stub = match stub {
             Err(e) => return Err(failed(e.to_string())),
             Ok(None) => return Ok(FileResult::new(Outcome::Noop, "already local")),

@@ -13,7 +13,6 @@
 //! uploads of rolled-back offloads are aborted in the background until west answers.
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,10 +81,7 @@ impl Tiering {
     fn inspect(&self, path: &std::path::Path) -> Inspect {
         let f = match open_file(path, true) {
             Ok(f) => f,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound
-                    || matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) =>
-            {
+            Err(e) if stub::is_gone(&e) || e.raw_os_error() == Some(libc::ELOOP) => {
                 return Inspect::Gone
             }
             Err(e) => return Inspect::Unreadable(format!("open: {e}")),
@@ -329,9 +325,4 @@ enum Inspect {
     Unreadable(String),
     Local(std::fs::File),
     Stub(std::fs::File, Box<stub::StubRecord>),
-}
-
-/// Absolute path of a catalog key, for messages.
-pub fn path_of(local: &std::path::Path, rel: &[u8]) -> PathBuf {
-    join_rel(local, rel)
 }

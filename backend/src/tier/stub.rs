@@ -188,6 +188,20 @@ fn io_err(path: &Path, source: io::Error) -> StubError {
     }
 }
 
+/// Whether an I/O error means "nothing at that path" (as opposed to "could not look").
+pub fn is_gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
+}
+
+/// The stub record of the file at `path`, if there is a file there: a path with nothing at it
+/// has none (`Ok(None)`); an unreadable one is an error.
+pub fn read_path_if_present(path: &Path, attr: &str) -> Result<Option<StubRecord>, StubError> {
+    match read_path(path, attr) {
+        Err(StubError::Io { source, .. }) if is_gone(&source) => Ok(None),
+        r => r,
+    }
+}
+
 /// The stub record of the file at `path` (not following symlinks, not opening the file).
 pub fn read_path(path: &Path, attr: &str) -> Result<Option<StubRecord>, StubError> {
     let p = cpath(path).map_err(|e| io_err(path, e))?;

@@ -83,6 +83,27 @@ fn crc_header(crc32c: u32) -> String {
     base64::engine::general_purpose::STANDARD.encode(crc32c.to_be_bytes())
 }
 
+/// The ETag named by a 2xx answer the SDK could not parse. Some servers (moto) answer a
+/// completed multipart upload with a root element the SDK does not accept; S3's "error inside
+/// a 200" bodies name no ETag. The caller still verifies the object.
+pub fn etag_of_unparsed_success<E>(
+    e: &aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+) -> Option<String> {
+    e.raw_response()
+        .filter(|r| r.status().is_success())
+        .and_then(|r| r.body().bytes())
+        .and_then(xml_etag)
+}
+
+/// Splits how gpair-name is attached into an `x-amz-tagging` value and an extra header.
+fn attach_parts(name: Option<NameAttach>) -> (Option<String>, Option<(&'static str, String)>) {
+    match name {
+        Some(NameAttach::Tagging(t)) => (Some(t), None),
+        Some(NameAttach::Header(h, v)) => (None, Some((h, v))),
+        None => (None, None),
+    }
+}
+
 /// The `<ETag>` of an XML answer, without quotes.
 pub fn xml_etag(body: &[u8]) -> Option<String> {
     let body = std::str::from_utf8(body).ok()?;
@@ -121,11 +142,9 @@ impl Sdk {
             .set_metadata(Some(
                 meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             ));
-        let mut header = None;
-        match name {
-            Some(NameAttach::Tagging(t)) => req = req.tagging(t),
-            Some(NameAttach::Header(h, v)) => header = Some((h, v)),
-            None => {}
+        let (tagging, header) = attach_parts(name);
+        if let Some(t) = tagging {
+            req = req.tagging(t);
         }
         req.customize()
             .config_override(Sdk::copy_override())
@@ -155,11 +174,9 @@ impl Sdk {
             .set_metadata(Some(
                 meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             ));
-        let mut header = None;
-        match name {
-            Some(NameAttach::Tagging(t)) => req = req.tagging(t),
-            Some(NameAttach::Header(h, v)) => header = Some((h, v)),
-            None => {}
+        let (tagging, header) = attach_parts(name);
+        if let Some(t) = tagging {
+            req = req.tagging(t);
         }
         let out = req
             .customize()
@@ -241,22 +258,10 @@ impl Sdk {
             .await
         {
             Ok(o) => Ok(etag_of(o.e_tag())),
-            Err(e) => {
-                // Some servers (moto) answer 200 with a root element the SDK does not accept.
-                // An answer that names an ETag is a completed upload (S3's "error inside a
-                // 200" names none); the caller verifies the object's size and checksum.
-                let etag = e
-                    .raw_response()
-                    .filter(|r| r.status().is_success())
-                    .and_then(|r| r.body().bytes())
-                    .and_then(xml_etag);
-                match etag {
-                    Some(etag) => Ok(etag),
-                    None => {
-                        Err(classify(e, &self.what("CompleteMultipartUpload", bucket, key)).error)
-                    }
-                }
-            }
+            Err(e) => match etag_of_unparsed_success(&e) {
+                Some(etag) => Ok(etag),
+                None => Err(classify(e, &self.what("CompleteMultipartUpload", bucket, key)).error),
+            },
         }
     }
 

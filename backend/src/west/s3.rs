@@ -18,7 +18,7 @@ use aws_sdk_s3::types::{
 };
 use base64::Engine as _;
 
-use super::data::{normalize_etag, xml_etag};
+use super::data::{etag_of_unparsed_success, normalize_etag};
 use super::entries::{meta_names, EntryStore, ObjInfo, ObjectOps};
 use super::sdk::{classify, copy_metadata, copy_source, Sdk, SdkBacked};
 use super::{Dialect, GpeerConn, SetAttr, WestError};
@@ -228,14 +228,9 @@ impl S3Ops {
             match done {
                 Ok(_) => Ok(()),
                 Err(e) => {
-                    // Some servers (moto) answer 200 with a body the SDK cannot parse. Accept it
-                    // when the answer names an ETag and the destination now has that ETag and
-                    // the expected size; S3's "error inside a 200" bodies name no ETag.
-                    let etag = e
-                        .raw_response()
-                        .filter(|r| r.status().is_success())
-                        .and_then(|r| r.body().bytes())
-                        .and_then(xml_etag);
+                    // Accepted when the destination now has the answer's ETag and the expected
+                    // size.
+                    let etag = etag_of_unparsed_success(&e);
                     let f = classify(e, &what);
                     match etag {
                         Some(etag) if self.has_etag(bucket, to, &etag, size).await? => Ok(()),

@@ -1,0 +1,58 @@
+# Shell helpers shared by the bench scripts (bench/sync.sh, bench/migrate.sh): sourced, not run.
+# Expects LOG_LEVEL and TCK (clock ticks per second) to be set by the caller where used.
+
+# need CMD PACKAGE: installs PACKAGE with apt-get when CMD is missing.
+need() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    echo "== $1 is missing; installing it with apt-get" >&2
+    apt-get install -y "$2" >/dev/null || { echo "cannot install $2; install it and retry" >&2; exit 1; }
+}
+
+# stop PID: SIGTERM, then wait for it to end (SIGKILL after 35 s).
+stop() {
+    local pid=$1
+    [ -n "$pid" ] || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 350); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# stop_bg: SIGINT to the counters and profilers in BG_PIDS (they write their results), wait.
+stop_bg() {
+    local p
+    for p in "${BG_PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+    for p in "${BG_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    BG_PIDS=()
+}
+
+# start NAME DIR CMD...: starts CMD with stdout and stderr in DIR/NAME.{stdout,stderr}; sets PID.
+start() {
+    local name=$1 dir=$2
+    shift 2
+    RUST_LOG=$LOG_LEVEL "$@" >"$dir/$name.stdout" 2>"$dir/$name.stderr" &
+    PID=$!
+}
+
+# wait_line PID FILE PATTERN WHAT: waits for a line in FILE (sed pattern), prints its match.
+wait_line() {
+    local pid=$1 file=$2 pattern=$3 what=$4 got=""
+    for _ in $(seq 1 600); do
+        got=$(sed -n "$pattern" "$file" | head -n1)
+        [ -n "$got" ] && { echo "$got"; return; }
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "$what did not start; stderr:" >&2
+    cat "${file%.stdout}.stderr" >&2
+    exit 1
+}
+
+# cpu_s PID: utime + stime of PID (all threads, living and exited), seconds; "null" without PID.
+cpu_s() {
+    if [ -z "$1" ]; then echo null; return; fi
+    awk -v t="$TCK" '{ sub(/^.*\) /, ""); split($0, f, " "); printf "%.2f\n", (f[12] + f[13]) / t }' "/proc/$1/stat"
+}
