@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, CF_REGISTRY};
 use crate::config::Config;
-use crate::grpc::{AdminService, ChangesService};
+use crate::grpc::{AdminService, ChangesService, MountService};
 use crate::registry::{GpairRecord, GpairState, GpeerRecord, GPAIR_PREFIX, GPEER_PREFIX};
 use crate::sync::{Engine, WestFactory};
 
@@ -113,12 +113,17 @@ pub async fn run(
     let changes = Arc::new(ChangesService {
         engine: Arc::clone(&engine),
     });
+    let mount = Arc::new(MountService {
+        tiering: Arc::clone(&tiering),
+        sessions: Arc::new(crate::session::Sessions::default()),
+    });
     let tcp_server = match &config.tcp {
         Some(tcp) => Some(
             serve_tcp(
                 tcp,
                 Arc::clone(&admin),
                 Arc::clone(&changes),
+                Arc::clone(&mount),
                 cancel.clone(),
             )
             .await?,
@@ -130,6 +135,7 @@ pub async fn run(
     let server = tonic::transport::Server::builder()
         .add_service(pb::admin_server::AdminServer::from_arc(admin))
         .add_service(pb::changes_server::ChangesServer::from_arc(changes))
+        .add_service(pb::mount_server::MountServer::from_arc(mount))
         .serve_with_incoming_shutdown(incoming, async move {
             tokio::select! {
                 () = shutdown => {}
@@ -189,6 +195,7 @@ async fn serve_tcp(
     tcp: &crate::config::TcpConfig,
     admin: Arc<AdminService>,
     changes: Arc<ChangesService>,
+    mount: Arc<MountService>,
     cancel: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, RunError> {
     use tonic::transport::{Identity, ServerTlsConfig};
@@ -211,6 +218,10 @@ async fn serve_tcp(
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(
             pb::changes_server::ChangesServer::from_arc(changes),
+            token.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            pb::mount_server::MountServer::from_arc(mount),
             token,
         ));
     println!("gpair-backend listening on https://{local} (TLS, bearer token)");

@@ -11,7 +11,9 @@ use gpair_proto::{now_ms, pb};
 use tonic::{Request, Response, Status};
 
 use crate::catalog::CF_REGISTRY;
-use crate::registry::{self, GpairRecord, GpairState, GpeerRecord, GPAIR_PREFIX, GPEER_PREFIX};
+use crate::registry::{
+    self, GpairRecord, GpairState, GpeerRecord, ReadPolicy, GPAIR_PREFIX, GPEER_PREFIX,
+};
 use crate::sync::{AttrOp, Engine, GpairStats, Op, SETTLE_MS};
 use crate::tier::job::{JobKind, JobRt, JobState, Outcome};
 use crate::tier::{FileState, JobFiles, TierError, TierState, Tiering};
@@ -119,6 +121,8 @@ impl AdminService {
             failing,
             offloaded: self.engine.quotas.usage(&rec.name).used_files,
             retain_deleted_days: rec.retain_deleted_days,
+            read_policy: read_policy_pb(rec.read_policy) as i32,
+            recall_after_reads: rec.recall_after_reads,
         }
     }
 
@@ -307,6 +311,11 @@ impl pb::admin_server::Admin for AdminService {
                 r.retain_deleted_days
             )));
         }
+        let read_policy = match pb::ReadPolicy::try_from(r.read_policy) {
+            Ok(pb::ReadPolicy::Unspecified | pb::ReadPolicy::Stream) => ReadPolicy::Stream,
+            Ok(pb::ReadPolicy::Recall) => ReadPolicy::Recall,
+            Err(_) => return Err(invalid(format!("read_policy {} is unknown", r.read_policy))),
+        };
         if r.local_path.is_empty() {
             return Err(invalid("local path is empty"));
         }
@@ -395,6 +404,8 @@ impl pb::admin_server::Admin for AdminService {
             created_at_ms: now_ms(),
             quota: Default::default(),
             retain_deleted_days: r.retain_deleted_days,
+            read_policy,
+            recall_after_reads: r.recall_after_reads,
         };
         self.engine
             .catalog
@@ -705,6 +716,7 @@ fn tier_status(e: TierError) -> Status {
         TierError::Invalid(m) => Status::invalid_argument(m),
         TierError::NotFound(m) => Status::not_found(m),
         TierError::Precondition(m) => Status::failed_precondition(m),
+        TierError::Unavailable(m) => Status::unavailable(m),
         e => internal(e),
     }
 }
@@ -880,7 +892,7 @@ impl pb::changes_server::Changes for ChangesService {
             let kind = pb::ChangeKind::try_from(c.kind)
                 .map_err(|_| invalid(format!("changes[{i}].kind {} is unknown", c.kind)))?;
             let path = abs_path(&c.path).map_err(|m| invalid(format!("changes[{i}].path {m}")))?;
-            let new_path = if kind == pb::ChangeKind::Rename {
+            let new_path = if matches!(kind, pb::ChangeKind::Rename | pb::ChangeKind::Exchange) {
                 Some(
                     abs_path(&c.new_path)
                         .map_err(|m| invalid(format!("changes[{i}].new_path {m}")))?,
@@ -921,6 +933,17 @@ impl pb::changes_server::Changes for ChangesService {
                             }
                         }
                     }
+                    // Both entries changed; their subtrees (when directories) converge at
+                    // the next reconciliation scan (docs/mount.md).
+                    (pb::ChangeKind::Exchange, Some(other)) => {
+                        let mut any = false;
+                        for p in [&path, &other] {
+                            if let Some((g, rel)) = engine.resolve(p) {
+                                any |= engine.enqueue(&g, &rel, Op::Put, SETTLE_MS).is_ok();
+                            }
+                        }
+                        any
+                    }
                     (pb::ChangeKind::Delete, _) => match engine.resolve(&path) {
                         Some((g, rel)) => engine
                             .enqueue(&g, &rel, Op::Delete { is_dir: false }, SETTLE_MS)
@@ -943,6 +966,89 @@ impl pb::changes_server::Changes for ChangesService {
         .await
         .map_err(internal)?;
         Ok(Response::new(pb::NotifyResponse { accepted, ignored }))
+    }
+}
+
+/// The API of `gpair-mount` clients: sessions and read grants.
+pub struct MountService {
+    pub tiering: Arc<Tiering>,
+    pub sessions: Arc<crate::session::Sessions>,
+}
+
+impl MountService {
+    fn known(&self, id: &str) -> Result<(), Status> {
+        if self.sessions.is_open(id, now_ms()) {
+            Ok(())
+        } else {
+            Err(Status::not_found(format!(
+                "mount session {id:?} is not open (expired, or the backend restarted); open a new one"
+            )))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::mount_server::Mount for MountService {
+    async fn open_session(
+        &self,
+        req: Request<pb::OpenSessionRequest>,
+    ) -> Result<Response<pb::MountSession>, Status> {
+        let r = req.into_inner();
+        if r.client.is_empty() || r.client.len() > 256 {
+            return Err(invalid("client must be 1..=256 bytes"));
+        }
+        let share = abs_path_field("share", &r.share)?;
+        let mountpoint = abs_path_field("mountpoint", &r.mountpoint)?;
+        let s = self
+            .sessions
+            .open(r.client, share, mountpoint, now_ms())
+            .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        tracing::info!(session = s.id, client = s.client, share = %s.share.display(), mountpoint = %s.mountpoint.display(), "mount session opened");
+        Ok(Response::new(pb::MountSession {
+            id: s.id,
+            heartbeat_ms: crate::session::HEARTBEAT.as_millis() as u64,
+            lease_ms: crate::session::LEASE.as_millis() as u64,
+            stub_attr: self.tiering.config.stub_xattr.clone(),
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::SessionRef>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let known = self.sessions.heartbeat(&req.get_ref().id, now_ms());
+        Ok(Response::new(pb::HeartbeatResponse { known }))
+    }
+
+    async fn close_session(
+        &self,
+        req: Request<pb::SessionRef>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let known = self.sessions.close(&req.get_ref().id);
+        if known {
+            tracing::info!(session = req.get_ref().id, "mount session closed");
+        }
+        Ok(Response::new(pb::HeartbeatResponse { known }))
+    }
+
+    async fn read_grant(
+        &self,
+        req: Request<pb::ReadGrantRequest>,
+    ) -> Result<Response<pb::ReadGrant>, Status> {
+        let r = req.into_inner();
+        self.known(&r.session)?;
+        let path = abs_path_field("path", &r.path)?;
+        let g = self
+            .tiering
+            .read_grant(&path, r.new_read)
+            .await
+            .map_err(tier_status)?;
+        Ok(Response::new(pb::ReadGrant {
+            url: g.url,
+            expires_in_ms: g.expires_in.as_millis() as u64,
+            size: g.size,
+            recalling: g.recalling,
+        }))
     }
 }
 
@@ -969,4 +1075,11 @@ fn abs_path(bytes: &[u8]) -> Result<PathBuf, String> {
         return Err("must not contain '.' or '..'".into());
     }
     Ok(p.to_path_buf())
+}
+
+fn read_policy_pb(p: ReadPolicy) -> pb::ReadPolicy {
+    match p {
+        ReadPolicy::Stream => pb::ReadPolicy::Stream,
+        ReadPolicy::Recall => pb::ReadPolicy::Recall,
+    }
 }

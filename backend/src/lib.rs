@@ -9,6 +9,7 @@ pub mod entry;
 pub mod grpc;
 pub mod mount;
 pub mod registry;
+pub mod session;
 pub mod sync;
 pub mod tier;
 pub mod west;

@@ -49,6 +49,24 @@ pub struct GpairRecord {
     /// Days the west data of a deleted offloaded file is kept under `.gpair-trash/` (0 = none).
     #[serde(default)]
     pub retain_deleted_days: u32,
+    /// How mounts read this gpair's stubs.
+    #[serde(default)]
+    pub read_policy: ReadPolicy,
+    /// With [`ReadPolicy::Stream`]: recall a stub once it was opened for reading this many
+    /// times within an hour through mounts (0 = never).
+    #[serde(default)]
+    pub recall_after_reads: u32,
+}
+
+/// How mounts read a gpair's stubs (`gpair bind --read-policy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadPolicy {
+    /// Read through from west; the file stays a stub.
+    #[default]
+    Stream,
+    /// Read through, and recall the file in the background at its first read.
+    Recall,
 }
 
 impl GpairRecord {

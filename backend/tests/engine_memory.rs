@@ -76,6 +76,8 @@ impl World {
             created_at_ms: 0,
             quota: Default::default(),
             retain_deleted_days: 0,
+            read_policy: Default::default(),
+            recall_after_reads: 0,
         });
     }
 

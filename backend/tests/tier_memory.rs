@@ -96,6 +96,8 @@ fn world_over<W: WestStore>(
         created_at_ms: 0,
         quota,
         retain_deleted_days,
+        read_policy: Default::default(),
+        recall_after_reads: 0,
     });
     let tier = TierConfig {
         multipart_threshold: 5 << 20,

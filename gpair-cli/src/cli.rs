@@ -333,6 +333,16 @@ pub struct BindArgs {
     /// `.gpair-trash/NAME/` in the bucket) before purging it; 0 deletes it at once.
     #[arg(long, value_name = "DAYS", default_value_t = 0)]
     pub retain_deleted_days: u32,
+
+    /// How mounts read this gpair's stubs: `stream` reads through from west and leaves the
+    /// file offloaded; `recall` also recalls it in the background at its first read.
+    #[arg(long, value_name = "stream|recall", default_value = "stream")]
+    pub read_policy: String,
+
+    /// With `--read-policy stream`: recall a stub once it was opened for reading N times
+    /// within an hour through mounts (0 = never).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub recall_after_reads: u32,
 }
 
 /// `gpair sync ...`.

@@ -106,6 +106,8 @@ fn p1() -> pb::Gpair {
         failing: 1,
         offloaded: 3,
         retain_deleted_days: 0,
+        read_policy: pb::ReadPolicy::Stream as i32,
+        recall_after_reads: 0,
     }
 }
 
@@ -1212,6 +1214,8 @@ async fn bind_resolves_local_against_cwd() {
             remote: "cold/team/a".into(),
             create_bucket: true,
             retain_deleted_days: 0,
+            read_policy: pb::ReadPolicy::Stream as i32,
+            recall_after_reads: 0,
         })]
     );
 

@@ -22,6 +22,9 @@ impl Errno {
     pub const EOPNOTSUPP: Self = Self(libc::EOPNOTSUPP);
     pub const ENOTEMPTY: Self = Self(libc::ENOTEMPTY);
     pub const EXDEV: Self = Self(libc::EXDEV);
+    /// [`StubData`](super::StubData): the file is not a stub any more (recalled meanwhile).
+    pub const ESTALE: Self = Self(libc::ESTALE);
+    pub const ERANGE: Self = Self(libc::ERANGE);
 
     /// The calling thread's `errno` after a failed call (EIO if, somehow, there is none).
     pub fn last() -> Self {

@@ -114,6 +114,13 @@ struct RawEntry {
     name: OsString,
 }
 
+/// See [`Core::open_state`].
+pub struct OpenState {
+    pub path: PathBuf,
+    pub stub: Option<StubRecord>,
+    pub fd: OwnedFd,
+}
+
 /// An entry reached through the table: its `O_PATH` descriptor, attributes and path.
 struct Resolved {
     fd: OwnedFd,
@@ -251,6 +258,22 @@ impl Core {
         let c = sys::entry_name(name)?;
         let dir = self.resolve(parent)?;
         sys::mkdirat(dir.fd.as_fd(), &c, mode)?;
+        let st = sys::lstatat(dir.fd.as_fd(), &c)?;
+        let a = self.entry(parent, name, &c, dir.fd.as_fd(), &st)?;
+        self.report(ChangeKind::Create, &dir.path.join(name), None);
+        Ok(a)
+    }
+
+    /// A FIFO, socket, device node or (`mknod(2)` with `S_IFREG`) empty regular file; `mode`
+    /// carries the type.
+    pub fn mknod(&self, parent: u64, name: &OsStr, mode: u32, rdev: u64) -> Res<Attr> {
+        match FileKind::from_mode(mode) {
+            FileKind::Directory | FileKind::Symlink => return Err(Errno::EINVAL),
+            _ => {}
+        }
+        let c = sys::entry_name(name)?;
+        let dir = self.resolve(parent)?;
+        sys::mknodat(dir.fd.as_fd(), &c, mode, rdev)?;
         let st = sys::lstatat(dir.fd.as_fd(), &c)?;
         let a = self.entry(parent, name, &c, dir.fd.as_fd(), &st)?;
         self.report(ChangeKind::Create, &dir.path.join(name), None);
@@ -411,7 +434,14 @@ impl Core {
                 return Ok(Vec::new());
             }
             let len = usize::try_from(rec.size - offset).map_or(size, |rest| rest.min(size));
-            let data = self.services.stub_data.read(&path, &rec, offset, len)?;
+            let data = match self.services.stub_data.read(&path, &rec, offset, len) {
+                // Recalled meanwhile: the data is east's now, if the record is really gone.
+                Err(Errno::ESTALE) if self.stub_of_open(h.fd.as_fd(), &path)?.is_none() => {
+                    return self.read_local(&h, offset, size);
+                }
+                Err(Errno::ESTALE) => return Err(Errno::EIO),
+                r => r?,
+            };
             if data.len() != len {
                 tracing::warn!(
                     path = %path.display(),
@@ -424,6 +454,10 @@ impl Core {
             }
             return Ok(data);
         }
+        self.read_local(&h, offset, size)
+    }
+
+    fn read_local(&self, h: &Handle, offset: u64, size: usize) -> Res<Vec<u8>> {
         let mut buf = vec![0u8; size];
         let mut got = 0;
         while got < size {
@@ -464,6 +498,23 @@ impl Core {
         }
         h.wrote.store(true, Ordering::Relaxed);
         Ok(done)
+    }
+
+    /// What the shell needs to know about an open file: its path now, its stub record if it
+    /// is a stub, and a duplicate of its descriptor (to hand to the kernel for passthrough).
+    pub fn open_state(&self, fh: u64) -> Res<OpenState> {
+        let h = self.file_handle(fh)?;
+        let path = self.handle_path(&h);
+        let stub = self.stub_of_open(h.fd.as_fd(), &path)?;
+        let fd = h.fd.try_clone().map_err(Errno::from)?;
+        Ok(OpenState { path, stub, fd })
+    }
+
+    /// Data may change through this handle without the core seeing it (the kernel writes
+    /// to the file directly — FUSE passthrough): report it at release.
+    pub fn mark_written(&self, fh: u64) -> Res<()> {
+        self.file_handle(fh)?.wrote.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The application closed a descriptor of this handle (there may be others).

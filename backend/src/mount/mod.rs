@@ -15,14 +15,18 @@
 
 mod errno;
 mod fs;
+pub mod fuse;
+pub mod link;
+pub mod run;
 mod sys;
 mod table;
+pub mod west_read;
 
 use std::path::Path;
 use std::time::SystemTime;
 
 pub use errno::Errno;
-pub use fs::{Core, CoreConfig, OpenShareError, MAX_IO};
+pub use fs::{Core, CoreConfig, OpenShareError, OpenState, MAX_IO};
 pub use table::ROOT_INO;
 
 use crate::tier::stub::StubRecord;

@@ -189,6 +189,12 @@ pub(crate) fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> Res<()> {
     zero(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t) })
 }
 
+/// A FIFO, socket or device node (regular files come from `create`).
+pub(crate) fn mknodat(dir: BorrowedFd<'_>, name: &CStr, mode: u32, rdev: u64) -> Res<()> {
+    // SAFETY: `name` is NUL-terminated; `dir` is a live descriptor.
+    zero(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, rdev) })
+}
+
 pub(crate) fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> Res<()> {
     // SAFETY: both strings NUL-terminated, dir open for the borrow.
     zero(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) })

@@ -8,6 +8,7 @@
 //! [`recover`] resolves every intent left by a crash (finish or roll back) before any job
 //! resumes. West attribute changes go through the sync engine's durable outbox.
 
+pub mod grant;
 pub mod job;
 mod offload;
 pub mod quota;
@@ -146,6 +147,9 @@ pub enum TierError {
     Catalog(#[from] CatalogError),
     #[error("{0}")]
     Internal(String),
+    /// West cannot be reached or answered with a transient error.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// An expanded selection: (absolute path, size) of each file, and the gpairs touched.
@@ -224,6 +228,8 @@ pub struct Tiering {
     next_id: AtomicU64,
     id_lock: Mutex<()>,
     pub cancel: CancellationToken,
+    /// Reads of stubs through mounts, for `recall_after_reads`.
+    reads: grant::ReadCounts,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -258,6 +264,7 @@ impl Tiering {
             next_id: AtomicU64::new(next.max(1)),
             id_lock: Mutex::new(()),
             cancel,
+            reads: Default::default(),
         })
     }
 

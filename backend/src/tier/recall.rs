@@ -45,16 +45,8 @@ impl Tiering {
             Ok(None) => return Ok(FileResult::new(Outcome::Noop, "already local")),
             Ok(Some(s)) => s,
         };
-        // The record must be one this gpair wrote (a copied or forged record must not make us
-        // fetch some other object into this file).
-        let key_ok = rec.prefix.is_empty()
-            || stub.key.starts_with(&format!("{}/", rec.prefix))
-            || stub.key.starts_with(crate::west::keys::LONG_PREFIX);
-        if stub.gpair != rec.name || stub.bucket != rec.bucket || !key_ok {
-            let why = format!(
-                "the stub record names gpair {:?}, {}/{}, not this gpair's {:?}, {}/{}…; not recalling it",
-                stub.gpair, stub.bucket, stub.key, rec.name, rec.bucket, rec.prefix
-            );
+        if let Err(why) = Self::stub_belongs(rec, &stub) {
+            let why = format!("{why}; not recalling it");
             self.set_mark(&rec.name, rel, MarkState::Conflict, &why);
             return Err(failed(why));
         }
@@ -110,6 +102,52 @@ impl Tiering {
         result
     }
 
+    /// Where west holds a stub's data: at the file's current key, or (renamed on east, sync
+    /// not caught up yet) where it was uploaded, or — sync saw the rename as a deletion
+    /// (watcher overflow, daemon down) — in the trash under the recorded key.
+    pub(super) async fn find_copy(
+        &self,
+        west: &dyn WestStore,
+        rec: &GpairRecord,
+        rel: &[u8],
+        stub: &StubRecord,
+    ) -> Result<Option<(WestKey, crate::west::WestEntry)>, crate::west::WestError> {
+        let current = crate::west::keys::west_key(&rec.prefix, rel);
+        let recorded = WestKey {
+            key: stub.key.clone(),
+            long_path: None,
+        };
+        for key in [&current, &recorded] {
+            if stub.bucket != rec.bucket && std::ptr::eq(key, &current) {
+                continue;
+            }
+            if let Some(e) = west.head(&stub.bucket, key, false).await? {
+                if e.data_len == stub.size && e.gpair_name.is_none() {
+                    return Ok(Some((key.clone(), e)));
+                }
+            }
+            if current.object_key(false) == recorded.key {
+                break;
+            }
+        }
+        self.find_in_trash(west, rec, stub).await
+    }
+
+    /// Whether a stub record is one this gpair wrote (a copied or forged record must not
+    /// make us fetch some other object into, or serve it for, this file).
+    pub(super) fn stub_belongs(rec: &GpairRecord, stub: &StubRecord) -> Result<(), String> {
+        let key_ok = rec.prefix.is_empty()
+            || stub.key.starts_with(&format!("{}/", rec.prefix))
+            || stub.key.starts_with(crate::west::keys::LONG_PREFIX);
+        if stub.gpair != rec.name || stub.bucket != rec.bucket || !key_ok {
+            return Err(format!(
+                "the stub record names gpair {:?}, {}/{}, not this gpair's {:?}, {}/{}…",
+                stub.gpair, stub.bucket, stub.key, rec.name, rec.bucket, rec.prefix
+            ));
+        }
+        Ok(())
+    }
+
     /// The newest trash copy of the stub's recorded key that west owns with the stub's size.
     async fn find_in_trash(
         &self,
@@ -161,38 +199,10 @@ impl Tiering {
             self.set_mark(&rec.name, rel, MarkState::Conflict, &why);
             failed(why)
         };
-        // Where is the copy? At the file's current key, or (renamed on east, sync not yet
-        // caught up) where it was uploaded.
-        let current = crate::west::keys::west_key(&rec.prefix, rel);
-        let recorded = WestKey {
-            key: stub.key.clone(),
-            long_path: None,
-        };
-        let mut found = None;
-        for key in [&current, &recorded] {
-            if stub.bucket != rec.bucket && std::ptr::eq(key, &current) {
-                continue;
-            }
-            match west.head(&stub.bucket, key, false).await {
-                Ok(Some(e)) if e.data_len == stub.size && e.gpair_name.is_none() => {
-                    found = Some((key.clone(), e));
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) => return Err(west_stop("find west copy", e)),
-            }
-            if current.object_key(false) == recorded.key {
-                break;
-            }
-        }
-        if found.is_none() {
-            // Sync may have seen this stub's rename as a deletion (watcher overflow, daemon
-            // down): its data then waits in the trash under the recorded key.
-            found = self
-                .find_in_trash(west, rec, stub)
-                .await
-                .map_err(|e| west_stop("search the trash", e))?;
-        }
+        let found = self
+            .find_copy(west, rec, rel, stub)
+            .await
+            .map_err(|e| west_stop("find west copy", e))?;
         let Some((key, entry)) = found else {
             return Err(conflict(format!(
                 "west copy missing: no object of {} bytes owned by west at {}/{}",

@@ -77,6 +77,18 @@ pub trait DataOps: Send + Sync + 'static {
         start: u64,
         len: u64,
     ) -> Result<Bytes, WestError>;
+    /// A presigned GET URL of the object, valid for `expires` (a read grant for mounts).
+    async fn presign_get(
+        &self,
+        bucket: &str,
+        key: &str,
+        expires: std::time::Duration,
+    ) -> Result<String, WestError> {
+        let _ = (bucket, key, expires);
+        Err(WestError::permanent(
+            "this west store cannot grant reads (no presigned URLs)",
+        ))
+    }
 }
 
 fn crc_header(crc32c: u32) -> String {
@@ -121,6 +133,27 @@ fn etag_of(v: Option<&str>) -> String {
 }
 
 impl Sdk {
+    pub async fn presign_get(
+        &self,
+        bucket: &str,
+        key: &str,
+        expires: std::time::Duration,
+    ) -> Result<String, WestError> {
+        let conf = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires)
+            .map_err(|e| WestError::permanent(format!("presign expiry {expires:?}: {e}")))?;
+        let req = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .presigned(conf)
+            .await
+            .map_err(|e| {
+                WestError::permanent(format!("{}: {e}", self.what("presign GET of", bucket, key)))
+            })?;
+        Ok(req.uri().to_owned())
+    }
+
     pub async fn put_data(
         &self,
         bucket: &str,
@@ -460,6 +493,14 @@ macro_rules! sdk_data_ops {
                 len: u64,
             ) -> Result<bytes::Bytes, $crate::west::WestError> {
                 self.sdk.get_range(bucket, key, start, len).await
+            }
+            async fn presign_get(
+                &self,
+                bucket: &str,
+                key: &str,
+                expires: std::time::Duration,
+            ) -> Result<String, $crate::west::WestError> {
+                self.sdk.presign_get(bucket, key, expires).await
             }
         }
     };

@@ -910,6 +910,17 @@ impl<O: ObjectOps> WestStore for EntryStore<O> {
             .get_range(bucket, &key.object_key(false), start, len)
             .await
     }
+
+    async fn presign_read(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        expires: std::time::Duration,
+    ) -> Result<String, WestError> {
+        self.ops
+            .presign_get(bucket, &key.object_key(false), expires)
+            .await
+    }
 }
 
 #[cfg(test)]

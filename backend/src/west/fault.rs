@@ -331,6 +331,15 @@ impl<S: WestStore + ?Sized> WestStore for FaultyWest<S> {
         let r = self.inner.read_range(bucket, key, start, len).await;
         self.after(lose, "read_range", r)
     }
+
+    async fn presign_read(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        expires: std::time::Duration,
+    ) -> Result<String, WestError> {
+        self.inner.presign_read(bucket, key, expires).await
+    }
 }
 
 #[cfg(test)]

@@ -270,4 +270,13 @@ pub trait WestStore: Send + Sync + 'static {
         start: u64,
         len: u64,
     ) -> Result<bytes::Bytes, WestError>;
+
+    /// A URL that lets its holder GET the file's data (with Range headers) for `expires`
+    /// without credentials: the read grant mounts use (DESIGN 5.4).
+    async fn presign_read(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        expires: std::time::Duration,
+    ) -> Result<String, WestError>;
 }

@@ -61,6 +61,17 @@ pub fn bind_request(args: &BindArgs, cwd: &Path) -> Result<pb::BindRequest, CliE
         remote: validate::remote(&args.remote)?,
         create_bucket: args.create_bucket,
         retain_deleted_days: args.retain_deleted_days,
+        read_policy: match args.read_policy.as_str() {
+            "stream" => pb::ReadPolicy::Stream,
+            "recall" => pb::ReadPolicy::Recall,
+            other => {
+                return Err(CliError::Usage {
+                    flag: "--read-policy",
+                    problem: format!("{other:?} is neither `stream` nor `recall`"),
+                })
+            }
+        } as i32,
+        recall_after_reads: args.recall_after_reads,
     })
 }
 
@@ -77,6 +88,8 @@ mod tests {
             remote: "cold/east/".into(),
             create_bucket: true,
             retain_deleted_days: 0,
+            read_policy: "stream".into(),
+            recall_after_reads: 0,
         };
         let req = bind_request(&args, Path::new("/srv")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
@@ -88,6 +101,8 @@ mod tests {
                 remote: "cold/east".into(),
                 create_bucket: true,
                 retain_deleted_days: 0,
+                read_policy: pb::ReadPolicy::Stream as i32,
+                recall_after_reads: 0,
             }
         );
     }
@@ -101,6 +116,8 @@ mod tests {
             remote: "cold".into(),
             create_bucket: false,
             retain_deleted_days: 0,
+            read_policy: "stream".into(),
+            recall_after_reads: 0,
         };
         let e = bind_request(&args, Path::new("/"))
             .err()

@@ -21,6 +21,8 @@ pub fn gpair_json(g: &pb::Gpair) -> Value {
         "failing": g.failing,
         "offloaded": g.offloaded,
         "retain_deleted_days": g.retain_deleted_days,
+        "read_policy": read_policy(g.read_policy),
+        "recall_after_reads": g.recall_after_reads,
     })
 }
 
@@ -82,6 +84,14 @@ fn details(g: &pb::Gpair) -> String {
                 d => format!("deleted files' west data kept {d} day(s)"),
             },
         ),
+        (
+            "reads of stubs",
+            match (read_policy(g.read_policy), g.recall_after_reads) {
+                ("recall", _) => "read through, recalled at the first read".to_string(),
+                (p, 0) => p.to_string(),
+                (p, n) => format!("{p}, recalled after {n} reads within an hour"),
+            },
+        ),
     ])
 }
 
@@ -128,6 +138,14 @@ pub fn unbound(name: &str, r: &pb::UnbindResponse) -> Rendered {
     }
 }
 
+fn read_policy(p: i32) -> &'static str {
+    match pb::ReadPolicy::try_from(p) {
+        Ok(pb::ReadPolicy::Recall) => "recall",
+        Ok(_) => "stream",
+        Err(_) => "unknown",
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -147,6 +165,8 @@ pub(crate) mod tests {
             failing: 1,
             offloaded: 300,
             retain_deleted_days: 7,
+            read_policy: pb::ReadPolicy::Stream as i32,
+            recall_after_reads: 3,
         }
     }
 
@@ -200,6 +220,8 @@ pub(crate) mod tests {
                 "gpair_value": "LC_111,/srv/share,LC_222,cold/east/share",
                 "state": "active",
                 "retain_deleted_days": 7,
+                "read_policy": "stream",
+                "recall_after_reads": 3,
                 "created_at_ms": 1_714_564_800_000_i64,
                 "entries": 12345,
                 "pending": 7,

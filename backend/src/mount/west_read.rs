@@ -1,0 +1,421 @@
+//! Reads of stubs from west (DESIGN 5.4): ranged GETs of the object through a short-lived
+//! grant (a presigned URL from the backend), in fixed-size chunks that are cached, shared
+//! and fetched ahead.
+//!
+//! - A chunk is fetched once however many readers want it: the fetch is a spawned task
+//!   whose result every waiter shares, and it stays cached (LRU, bounded) for the next one.
+//! - Read-ahead grows on sequential access (mountpoint-s3 style): each read that continues
+//!   where the last one ended doubles the window, up to a maximum; a jump resets it.
+//! - A fetch that cannot reach west retries with backoff for at most the configured wait,
+//!   then the read fails with EIO — never zeros. A refused grant (the backend answers that
+//!   the file is no longer a stub) is ESTALE, which the core answers by reading east.
+//! - Every answer is checked: status 206, the exact length asked, and a `Content-Range`
+//!   total equal to the stub's size (an object replaced under the stub is refused).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::Semaphore;
+use tonic::Code;
+
+use super::link::Link;
+use super::{Errno, StubData};
+use crate::tier::stub::StubRecord;
+
+/// Settings of west reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadConfig {
+    /// Size of a fetched (and cached) piece of an object.
+    pub chunk: u64,
+    /// Largest read-ahead window.
+    pub max_window: u64,
+    /// Bytes of chunks kept.
+    pub cache_bytes: u64,
+    /// Ranged GETs in flight at once.
+    pub parallel: usize,
+    /// How long a read waits while west is unreachable before EIO.
+    pub west_wait: Duration,
+}
+
+impl Default for ReadConfig {
+    fn default() -> Self {
+        Self {
+            chunk: 2 << 20,
+            max_window: 64 << 20,
+            cache_bytes: 512 << 20,
+            parallel: 16,
+            west_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a fetch failed; shared by every waiter of the chunk.
+#[derive(Debug, Clone)]
+enum FetchError {
+    /// West unreachable for longer than the wait, or a permanent refusal: EIO.
+    Failed(String),
+    /// The backend says the file is not a stub any more.
+    NotStub,
+}
+
+type Fetch = Shared<BoxFuture<'static, Result<Bytes, FetchError>>>;
+
+/// One offloaded object as readers see it.
+struct Object {
+    id: u64,
+    /// Absolute east path, for grants (the newest seen: the file may be renamed).
+    path: Mutex<PathBuf>,
+    size: u64,
+    grant: tokio::sync::Mutex<Option<(String, Instant)>>,
+    seq: Mutex<Seq>,
+}
+
+#[derive(Default)]
+struct Seq {
+    next: u64,
+    window: u64,
+}
+
+struct Cached {
+    fetch: Fetch,
+    used: u64,
+}
+
+#[derive(Default)]
+struct Cache {
+    chunks: HashMap<(u64, u64), Cached>,
+    tick: u64,
+}
+
+pub struct WestReader {
+    link: Arc<Link>,
+    http: Client<HttpConnector, Empty<Bytes>>,
+    config: ReadConfig,
+    slots: Arc<Semaphore>,
+    objects: Mutex<HashMap<String, Arc<Object>>>,
+    cache: Mutex<Cache>,
+    next_id: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl WestReader {
+    pub fn new(link: Arc<Link>, config: ReadConfig) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let http = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(config.parallel * 2)
+            .build(connector);
+        Arc::new(Self {
+            link,
+            http,
+            slots: Arc::new(Semaphore::new(config.parallel.max(1))),
+            config,
+            objects: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// A stub was opened for reading: ask for a grant now (it counts the read for the
+    /// gpair's read policy, and the first read then waits for data only).
+    pub fn opened(self: &Arc<Self>, rel_path: &Path, stub: &StubRecord) {
+        let obj = self.object(rel_path, stub);
+        let me = Arc::clone(self);
+        self.link.runtime().spawn(async move {
+            if let Err(e) = me.refresh_grant(&obj, true).await {
+                tracing::debug!("grant at open: {e:?}");
+            }
+        });
+    }
+
+    fn object(&self, rel_path: &Path, stub: &StubRecord) -> Arc<Object> {
+        // The identity of the data: where it was uploaded, and when.
+        let id = format!(
+            "{}\0{}\0{}\0{}\0{}",
+            stub.bucket, stub.key, stub.etag, stub.size, stub.offloaded_at_ms
+        );
+        let abs = self.link.abs(rel_path);
+        let mut objects = lock(&self.objects);
+        if objects.len() > 10_000 {
+            objects.retain(|_, o| Arc::strong_count(o) > 1);
+        }
+        let obj = objects
+            .entry(id)
+            .or_insert_with(|| {
+                Arc::new(Object {
+                    id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                    path: Mutex::new(abs.clone()),
+                    size: stub.size,
+                    grant: tokio::sync::Mutex::new(None),
+                    seq: Mutex::new(Seq::default()),
+                })
+            })
+            .clone();
+        *lock(&obj.path) = abs;
+        obj
+    }
+
+    /// The chunks `[offset, offset+len)` needs, and those to fetch ahead.
+    fn plan(
+        &self,
+        obj: &Object,
+        offset: u64,
+        len: u64,
+    ) -> (std::ops::Range<u64>, std::ops::Range<u64>) {
+        let c = self.config.chunk;
+        let end = (offset + len).min(obj.size);
+        let need = offset / c..end.div_ceil(c);
+        let mut s = lock(&obj.seq);
+        // Sequential: this read starts where the last ended (or inside the last chunk).
+        let sequential =
+            offset >= s.next.saturating_sub(c) && offset <= s.next + c && s.next > 0 || offset == 0;
+        s.window = if sequential {
+            (s.window.max(c / 2) * 2).min(self.config.max_window)
+        } else {
+            0
+        };
+        s.next = end;
+        let ahead_end = (end + s.window).min(obj.size).div_ceil(c);
+        (need.clone(), need.end..ahead_end.max(need.end))
+    }
+
+    fn chunk(self: &Arc<Self>, obj: &Arc<Object>, idx: u64) -> Fetch {
+        let mut cache = lock(&self.cache);
+        cache.tick += 1;
+        let tick = cache.tick;
+        if let Some(c) = cache.chunks.get_mut(&(obj.id, idx)) {
+            // A failed fetch is not kept: the next read tries again.
+            let failed = matches!(c.fetch.peek(), Some(Err(_)));
+            if !failed {
+                c.used = tick;
+                return c.fetch.clone();
+            }
+        }
+        let me = Arc::clone(self);
+        let o = Arc::clone(obj);
+        let task = self
+            .link
+            .runtime()
+            .spawn(async move { me.fetch_chunk(&o, idx).await });
+        let fetch: Fetch = async move {
+            task.await
+                .unwrap_or_else(|e| Err(FetchError::Failed(format!("fetch task: {e}"))))
+        }
+        .boxed()
+        .shared();
+        cache.chunks.insert(
+            (obj.id, idx),
+            Cached {
+                fetch: fetch.clone(),
+                used: tick,
+            },
+        );
+        let max = (self.config.cache_bytes / self.config.chunk).max(16) as usize;
+        while cache.chunks.len() > max {
+            let Some(oldest) = cache
+                .chunks
+                .iter()
+                .min_by_key(|(_, c)| c.used)
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            cache.chunks.remove(&oldest);
+        }
+        fetch
+    }
+
+    async fn refresh_grant(&self, obj: &Object, new_read: bool) -> Result<String, FetchError> {
+        let mut g = obj.grant.lock().await;
+        if let Some((url, until)) = g.as_ref() {
+            if !new_read && Instant::now() < *until {
+                return Ok(url.clone());
+            }
+        }
+        let path = lock(&obj.path).clone();
+        let rel = path
+            .strip_prefix(self.link.abs(Path::new("")))
+            .unwrap_or(&path)
+            .to_path_buf();
+        match self.link.grant(&rel, new_read).await {
+            Ok(r) => {
+                if r.size != obj.size {
+                    return Err(FetchError::Failed(format!(
+                        "the backend's grant for {} is for {} bytes, the stub has {}",
+                        path.display(),
+                        r.size,
+                        obj.size
+                    )));
+                }
+                // Renew well before the URL expires.
+                let ttl = Duration::from_millis(r.expires_in_ms / 2);
+                *g = Some((r.url.clone(), Instant::now() + ttl));
+                Ok(r.url)
+            }
+            Err(s)
+                if s.code() == Code::FailedPrecondition
+                    && s.message().contains("not offloaded") =>
+            {
+                Err(FetchError::NotStub)
+            }
+            Err(s) => Err(match s.code() {
+                Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Internal => {
+                    FetchError::Failed(format!("transient: grant: {}", s.message()))
+                }
+                _ => FetchError::Failed(format!("grant refused: {}", s.message())),
+            }),
+        }
+    }
+
+    async fn invalidate_grant(&self, obj: &Object) {
+        *obj.grant.lock().await = None;
+    }
+
+    /// One chunk, retried while west is unreachable, for at most the configured wait.
+    async fn fetch_chunk(&self, obj: &Object, idx: u64) -> Result<Bytes, FetchError> {
+        let c = self.config.chunk;
+        let start = idx * c;
+        let len = c.min(obj.size.saturating_sub(start));
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| FetchError::Failed("reader stopped".into()))?;
+        let began = Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let attempt = match self.refresh_grant(obj, false).await {
+                Ok(url) => self.get(&url, start, len, obj.size).await,
+                Err(e) => Err(e),
+            };
+            let why = match attempt {
+                Ok(b) => return Ok(b),
+                Err(FetchError::NotStub) => return Err(FetchError::NotStub),
+                Err(FetchError::Failed(m)) if m.starts_with("transient: ") => m,
+                Err(FetchError::Failed(m)) if m.starts_with("expired: ") => {
+                    self.invalidate_grant(obj).await;
+                    m
+                }
+                Err(e) => return Err(e),
+            };
+            if began.elapsed() >= self.config.west_wait {
+                tracing::warn!(
+                    path = %lock(&obj.path).display(),
+                    start,
+                    len,
+                    "west read failed for {:?}: {why}",
+                    self.config.west_wait
+                );
+                return Err(FetchError::Failed(why));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// One ranged GET through the grant's URL.
+    async fn get(&self, url: &str, start: u64, len: u64, size: u64) -> Result<Bytes, FetchError> {
+        let transient = |m: String| FetchError::Failed(format!("transient: {m}"));
+        let req = http::Request::get(url)
+            .header(
+                http::header::RANGE,
+                format!("bytes={start}-{}", start + len - 1),
+            )
+            .body(Empty::new())
+            .map_err(|e| FetchError::Failed(format!("bad grant URL: {e}")))?;
+        let resp = tokio::time::timeout(Duration::from_secs(30), self.http.request(req))
+            .await
+            .map_err(|_| transient("GET timed out".into()))?
+            .map_err(|e| transient(format!("GET: {e}")))?;
+        let status = resp.status();
+        if status == http::StatusCode::FORBIDDEN {
+            return Err(FetchError::Failed(format!(
+                "expired: GET answered {status}"
+            )));
+        }
+        if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
+            return Err(transient(format!("GET answered {status}")));
+        }
+        if status != http::StatusCode::PARTIAL_CONTENT {
+            return Err(FetchError::Failed(format!(
+                "GET bytes {start}+{len} answered {status}"
+            )));
+        }
+        let total = resp
+            .headers()
+            .get(http::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit('/').next())
+            .and_then(|t| t.parse::<u64>().ok());
+        if total != Some(size) {
+            return Err(FetchError::Failed(format!(
+                "west object is {total:?} bytes, the stub says {size}: replaced behind our back?"
+            )));
+        }
+        let body = tokio::time::timeout(Duration::from_secs(60), resp.into_body().collect())
+            .await
+            .map_err(|_| transient("GET body timed out".into()))?
+            .map_err(|e| transient(format!("GET body: {e}")))?
+            .to_bytes();
+        if body.len() as u64 != len {
+            return Err(transient(format!(
+                "GET answered {} bytes of {len}",
+                body.len()
+            )));
+        }
+        Ok(body)
+    }
+}
+
+impl StubData for Arc<WestReader> {
+    fn read(
+        &self,
+        rel_path: &Path,
+        stub: &StubRecord,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, Errno> {
+        let obj = self.object(rel_path, stub);
+        let (need, ahead) = self.plan(&obj, offset, len as u64);
+        let fetches: Vec<(u64, Fetch)> = need.map(|i| (i, self.chunk(&obj, i))).collect();
+        for i in ahead {
+            // Started on the runtime; nobody waits for it here.
+            drop(self.chunk(&obj, i));
+        }
+        let c = self.config.chunk;
+        let mut out = Vec::with_capacity(len);
+        let wait = self.config.west_wait + Duration::from_secs(30);
+        for (idx, f) in fetches {
+            let got = self
+                .link
+                .runtime()
+                .block_on(async { tokio::time::timeout(wait, f).await });
+            let data = match got {
+                Ok(Ok(b)) => b,
+                Ok(Err(FetchError::NotStub)) => return Err(Errno::ESTALE),
+                Ok(Err(FetchError::Failed(_))) | Err(_) => return Err(Errno::EIO),
+            };
+            let from = (offset.max(idx * c) - idx * c) as usize;
+            let want = len - out.len();
+            let to = (from + want).min(data.len());
+            out.extend_from_slice(data.get(from..to).unwrap_or_default());
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,170 @@
+//! Read grants for mounts (DESIGN 5.4): a mount reading a stub asks for a short-lived
+//! presigned GET of the object that holds its data and reads ranges from west directly.
+//! The backend checks the stub record belongs to the gpair, finds the copy where recall
+//! would, and applies the gpair's read policy: `recall` recalls the file in the background
+//! at its first read, `recall_after_reads = N` once it was opened N times within an hour.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gpair_proto::now_ms;
+
+use super::job::JobKind;
+use super::{blocking, lock, stub, TierError, Tiering};
+use crate::registry::ReadPolicy;
+
+/// How long a grant's URL stays valid.
+pub const GRANT_TTL: Duration = Duration::from_secs(15 * 60);
+/// The window `recall_after_reads` counts in.
+const READ_WINDOW_MS: i64 = 3600 * 1000;
+/// Paths whose reads are counted at once; the oldest windows go first beyond this.
+const MAX_COUNTED: usize = 100_000;
+
+/// What a mount needs to read a stub from west.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub url: String,
+    pub expires_in: Duration,
+    pub size: u64,
+    /// This read started a background recall.
+    pub recalling: bool,
+}
+
+/// Reads of stubs per path within the current window: (count, window start).
+#[derive(Default)]
+pub struct ReadCounts(std::sync::Mutex<HashMap<PathBuf, (u32, i64)>>);
+
+impl ReadCounts {
+    /// Counts one read of `path` at `now`; returns the count within the window.
+    fn count(&self, path: &Path, now: i64) -> u32 {
+        let mut m = lock(&self.0);
+        if m.len() >= MAX_COUNTED && !m.contains_key(path) {
+            m.retain(|_, (_, since)| now - *since < READ_WINDOW_MS);
+            if m.len() >= MAX_COUNTED {
+                return 1;
+            }
+        }
+        let e = m.entry(path.to_path_buf()).or_insert((0, now));
+        if now - e.1 >= READ_WINDOW_MS {
+            *e = (0, now);
+        }
+        e.0 = e.0.saturating_add(1);
+        e.0
+    }
+
+    fn forget(&self, path: &Path) {
+        lock(&self.0).remove(path);
+    }
+}
+
+impl Tiering {
+    /// A read grant for the stub at `abs`. `new_read`: this is an open of the file, counted
+    /// for the read policy (refreshes of an expired grant are not).
+    pub async fn read_grant(
+        self: &Arc<Self>,
+        abs: &Path,
+        new_read: bool,
+    ) -> Result<Grant, TierError> {
+        if !abs.is_absolute() {
+            return Err(TierError::Invalid(format!(
+                "path {} is not absolute",
+                abs.display()
+            )));
+        }
+        let (rec, rel) = self.locate(abs).ok_or_else(|| {
+            TierError::Precondition(format!(
+                "{} is not under the share of any bound gpair",
+                abs.display()
+            ))
+        })?;
+        let attr = self.config.stub_xattr.clone();
+        let p = abs.to_path_buf();
+        let read = blocking(move || stub::read_path(&p, &attr))
+            .await
+            .map_err(TierError::Internal)?;
+        let stub = match read {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Err(TierError::Precondition(format!(
+                    "{} is not offloaded (its data is on east)",
+                    abs.display()
+                )))
+            }
+            Err(e) => return Err(TierError::Precondition(e.to_string())),
+        };
+        Self::stub_belongs(&rec, &stub).map_err(TierError::Precondition)?;
+        let west = self.engine.west_for(&rec.gpeer).ok_or_else(|| {
+            TierError::Precondition(format!(
+                "gpeer {} of gpair {} is not known",
+                rec.gpeer, rec.name
+            ))
+        })?;
+        let unavailable =
+            |what: &str, e: crate::west::WestError| TierError::Unavailable(format!("{what}: {e}"));
+        let (key, _) = self
+            .find_copy(west.as_ref(), &rec, &rel, &stub)
+            .await
+            .map_err(|e| unavailable("find the west copy", e))?
+            .ok_or_else(|| {
+                TierError::NotFound(format!(
+                    "west copy missing: no object of {} bytes owned by west at {}/{}",
+                    stub.size, stub.bucket, stub.key
+                ))
+            })?;
+        let url = west
+            .presign_read(&stub.bucket, &key, GRANT_TTL)
+            .await
+            .map_err(|e| unavailable("presign a read", e))?;
+        let recall = new_read
+            && match rec.read_policy {
+                ReadPolicy::Recall => true,
+                ReadPolicy::Stream => {
+                    rec.recall_after_reads > 0
+                        && self.reads.count(abs, now_ms()) >= rec.recall_after_reads
+                }
+            };
+        let mut recalling = false;
+        if recall {
+            match self
+                .create_job(JobKind::Recall, vec![abs.to_path_buf()], false)
+                .await
+            {
+                Ok(job) => {
+                    tracing::info!(path = %abs.display(), job = job.id(), policy = ?rec.read_policy, "recalling a stub read through a mount");
+                    self.reads.forget(abs);
+                    recalling = true;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %abs.display(), "read policy recall not started: {e}")
+                }
+            }
+        }
+        Ok(Grant {
+            url,
+            expires_in: GRANT_TTL,
+            size: stub.size,
+            recalling,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_are_counted_per_window() {
+        let c = ReadCounts::default();
+        let p = Path::new("/s/a");
+        assert_eq!(c.count(p, 0), 1);
+        assert_eq!(c.count(p, 10), 2);
+        assert_eq!(c.count(Path::new("/s/b"), 10), 1);
+        assert_eq!(c.count(p, READ_WINDOW_MS - 1), 3);
+        // A new window starts over.
+        assert_eq!(c.count(p, READ_WINDOW_MS), 1);
+        c.forget(p);
+        assert_eq!(c.count(p, READ_WINDOW_MS + 1), 1);
+    }
+}
