@@ -55,6 +55,11 @@ need_cmd fusermount3 fuse3
 need_cmd getfattr attr
 need_cmd hyperfine hyperfine
 need_cmd openssl openssl
+# The mount tests drive these through gpair-mount.
+need_cmd vim vim
+need_cmd rsync rsync
+need_cmd git git
+need_cmd tar tar
 if dpkg -s libclang-dev >/dev/null 2>&1; then
     echo "ok       libclang-dev (dpkg)"
 else

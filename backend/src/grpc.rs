@@ -1050,6 +1050,17 @@ impl pb::mount_server::Mount for MountService {
             recalling: g.recalling,
         }))
     }
+
+    async fn discard(
+        &self,
+        req: Request<pb::DiscardRequest>,
+    ) -> Result<Response<pb::DiscardResponse>, Status> {
+        let r = req.into_inner();
+        self.known(&r.session)?;
+        let path = abs_path_field("path", &r.path)?;
+        let was_stub = self.tiering.discard(&path).await.map_err(tier_status)?;
+        Ok(Response::new(pb::DiscardResponse { was_stub }))
+    }
 }
 
 fn abs_path(bytes: &[u8]) -> Result<PathBuf, String> {

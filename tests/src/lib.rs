@@ -412,6 +412,8 @@ pub fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Whether `path` is on a filesystem where we can mount FUSE (`/dev/fuse` exists).
+pub mod world;
+
 pub fn have_fuse() -> bool {
     Path::new("/dev/fuse").exists()
 }
@@ -1000,7 +1002,7 @@ impl Drop for Backend {
 /// `log`, and waits up to `timeout` for the stdout line that starts with `ready`. Returns the
 /// child and the rest of that line, trimmed; kills the child and panics with the log if no such
 /// line came (`what` names the daemon in the message).
-fn spawn_until_listening(
+pub(crate) fn spawn_until_listening(
     cmd: &mut Command,
     log: &Path,
     ready: &'static str,

@@ -190,8 +190,17 @@ impl Core {
             let st = sys::fstat(h.fd.as_fd())?;
             return Ok(self.attr_of(ino, &st, h.fd.as_fd()));
         }
-        let n = self.resolve(ino)?;
-        Ok(self.attr_of(ino, &n.st, n.fd.as_fd()))
+        match self.resolve(ino) {
+            Ok(n) => Ok(self.attr_of(ino, &n.st, n.fd.as_fd())),
+            // Unlinked but still open (the kernel asks without a handle for `fstat`).
+            Err(Errno::ENOENT) => {
+                let open = self.handles().values().find(|h| h.ino == ino).cloned();
+                let h = open.ok_or(Errno::ENOENT)?;
+                let st = sys::fstat(h.fd.as_fd())?;
+                Ok(self.attr_of(ino, &st, h.fd.as_fd()))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// chmod, chown, truncate, utimens — in that order, stopping at the first error.
@@ -215,12 +224,11 @@ impl Core {
                 )
             }
         };
-        // A stub to resize is recalled before anything changes, so a failed recall leaves
-        // the file exactly as it was.
-        let stub = match set.size {
-            Some(size) => self.prepare_truncate(fd, &st, size, &path)?,
-            None => false,
-        };
+        // A stub to resize is recalled (or, to zero, discarded) before anything changes, so
+        // a failure leaves the file exactly as it was.
+        if let Some(size) = set.size {
+            self.prepare_truncate(fd, &st, size, &path)?;
+        }
         if let Some(mode) = set.mode {
             sys::chmod_fd(fd, mode & 0o7777)?;
         }
@@ -231,9 +239,6 @@ impl Core {
             match &handle {
                 Some(h) if h.access != libc::O_RDONLY => sys::ftruncate(fd, size)?,
                 _ => sys::truncate_fd(fd, size)?,
-            }
-            if stub && size == 0 {
-                self.drop_stub_record(fd)?;
             }
         }
         if set.atime.is_some() || set.mtime.is_some() {
@@ -379,6 +384,7 @@ impl Core {
                     if FileKind::from_mode(st.st_mode) == FileKind::Directory {
                         return Err(Errno::EISDIR);
                     }
+                    self.discard_if_truncating(p.as_fd(), &st, &path, flags)?;
                     break (sys::reopen(p.as_fd(), pass)?, false, st);
                 }
                 // Removed between the two opens: try again.
@@ -408,6 +414,7 @@ impl Core {
     pub fn open(&self, ino: u64, flags: i32) -> Res<u64> {
         let n = self.resolve(ino)?;
         openable(&n.st)?;
+        self.discard_if_truncating(n.fd.as_fd(), &n.st, &n.path, flags)?;
         let fd = sys::reopen(n.fd.as_fd(), flags & OPEN_FLAGS)?;
         let wrote = self.settle_open(fd.as_fd(), &n.path, flags, &n.st)?;
         Ok(self.add_handle(Handle {
@@ -818,7 +825,8 @@ impl Core {
         let regular = FileKind::from_mode(before.st_mode) == FileKind::Regular;
         if writes && regular && self.stub_of_open(fd, path)?.is_some() {
             if trunc {
-                self.drop_stub_record(fd)?;
+                // Offloaded between the caller's check and the open: emptied already.
+                self.discard(path, fd)?;
             } else {
                 self.recall(path, fd)?;
             }
@@ -826,16 +834,15 @@ impl Core {
         Ok(trunc && before.st_size > 0)
     }
 
-    /// Checks that `st` can be truncated and, for a stub resized to anything but zero,
-    /// recalls it. Returns whether it is still a stub (truncation to zero: the caller drops
-    /// the record after truncating).
+    /// Checks that `st` can be truncated and makes a stub an ordinary file first: recalled
+    /// for any size but zero, discarded (no fetch) for zero.
     fn prepare_truncate(
         &self,
         fd: BorrowedFd<'_>,
         st: &libc::stat,
         size: u64,
         path: &Path,
-    ) -> Res<bool> {
+    ) -> Res<()> {
         match FileKind::from_mode(st.st_mode) {
             FileKind::Regular => {}
             FileKind::Directory => return Err(Errno::EISDIR),
@@ -845,13 +852,40 @@ impl Core {
             .stub_from(sys::getxattr_fd(fd, &self.stub_attr), path)?
             .is_none()
         {
-            return Ok(false);
+            return Ok(());
         }
         if size == 0 {
-            return Ok(true);
+            return self.discard(path, fd);
         }
-        self.recall(path, fd)?;
-        Ok(false)
+        self.recall(path, fd)
+    }
+
+    /// An `O_TRUNC` open of a stub: emptied (without a fetch, serialized with migrations)
+    /// before the open truncates anything.
+    fn discard_if_truncating(
+        &self,
+        fd: BorrowedFd<'_>,
+        st: &libc::stat,
+        path: &Path,
+        flags: i32,
+    ) -> Res<()> {
+        if flags & libc::O_TRUNC == 0 || FileKind::from_mode(st.st_mode) != FileKind::Regular {
+            return Ok(());
+        }
+        match self.stub_from(sys::getxattr_fd(fd, &self.stub_attr), path)? {
+            Some(_) => self.discard(path, fd),
+            None => Ok(()),
+        }
+    }
+
+    /// Asks for the stub at `path` to be emptied without a fetch; it must have lost its
+    /// record after.
+    fn discard(&self, path: &Path, fd: BorrowedFd<'_>) -> Res<()> {
+        if let Err(e) = self.services.recall.discard(path) {
+            tracing::warn!(path = %path.display(), "emptying a stub failed: {e}");
+            return Err(e);
+        }
+        self.no_record_left(path, fd, "discard")
     }
 
     /// Asks for the stub at `path` to be recalled; it must have lost its record after.
@@ -860,22 +894,19 @@ impl Core {
             tracing::warn!(path = %path.display(), "recall before a change failed: {e}");
             return Err(e);
         }
+        self.no_record_left(path, fd, "recall")
+    }
+
+    fn no_record_left(&self, path: &Path, fd: BorrowedFd<'_>, what: &str) -> Res<()> {
         match self.stub_from(sys::getxattr_fd(fd, &self.stub_attr), path)? {
             None => Ok(()),
             Some(_) => {
                 tracing::warn!(
                     path = %path.display(),
-                    "recall reported success but the stub record is still there"
+                    "{what} reported success but the stub record is still there"
                 );
                 Err(Errno::EIO)
             }
-        }
-    }
-
-    fn drop_stub_record(&self, fd: BorrowedFd<'_>) -> Res<()> {
-        match sys::removexattr_fd(fd, &self.stub_attr) {
-            Ok(()) | Err(Errno::ENODATA) => Ok(()),
-            Err(e) => Err(e),
         }
     }
 
@@ -1101,6 +1132,9 @@ mod tests {
     }
     impl Recall for Nothing {
         fn recall(&self, _: &Path) -> Result<(), Errno> {
+            Err(Errno::EIO)
+        }
+        fn discard(&self, _: &Path) -> Result<(), Errno> {
             Err(Errno::EIO)
         }
     }

@@ -357,6 +357,30 @@ impl Recall for Link {
         let abs = self.abs(rel_path);
         self.rt.block_on(self.recall_and_wait(&abs))
     }
+
+    fn discard(&self, rel_path: &Path) -> Result<(), Errno> {
+        let abs = self.abs(rel_path);
+        self.rt.block_on(async {
+            for attempt in 0..2 {
+                let mut req = tonic::Request::new(pb::DiscardRequest {
+                    session: self.session().id,
+                    path: abs.as_os_str().as_bytes().to_vec(),
+                });
+                req.set_timeout(self.waits.recall);
+                match self.mount_client().discard(req).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.code() == Code::NotFound && attempt == 0 => {
+                        let _ = self.reopen().await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %abs.display(), "truncating a stub failed: {}", e.message());
+                        return Err(Errno::EIO);
+                    }
+                }
+            }
+            Err(Errno::EIO)
+        })
+    }
 }
 
 impl Changes for Link {

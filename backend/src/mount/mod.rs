@@ -178,6 +178,12 @@ pub trait StubData: Send + Sync {
 /// stub's data, with the path relative to the share root; its errno goes to the caller.
 pub trait Recall: Send + Sync {
     fn recall(&self, rel_path: &Path) -> Result<(), Errno>;
+
+    /// The stub at `rel_path` is being truncated to zero: make it an ordinary empty local
+    /// file without fetching its data, serialized with any migration of it in flight (a
+    /// recall in flight finishes first, and the file is then local with its data). Returns
+    /// once the file is no longer a stub.
+    fn discard(&self, rel_path: &Path) -> Result<(), Errno>;
 }
 
 /// Where namespace changes made through the mount are reported (paths relative to the share

@@ -98,7 +98,7 @@ pub fn run(config: MountConfig, mounted: impl FnOnce(&Path, &Path)) -> Result<()
     let root = nix_is_root();
     let fs = GpairFs::new(
         Arc::new(core),
-        Some(reader),
+        Some(Arc::clone(&reader)),
         ShellConfig {
             passthrough: config.passthrough,
             own_for_caller: root,
@@ -155,6 +155,8 @@ pub fn run(config: MountConfig, mounted: impl FnOnce(&Path, &Path)) -> Result<()
         }
     }
     let served = serving.join();
+    let (gets, bytes) = reader.stats();
+    tracing::info!(gets, bytes, "west reads: {gets} ranged GETs, {bytes} bytes");
     cancel.cancel();
     // Let the heartbeat task close the session.
     runtime.block_on(async { tokio::time::sleep(Duration::from_millis(200)).await });

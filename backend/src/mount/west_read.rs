@@ -104,6 +104,8 @@ pub struct WestReader {
     objects: Mutex<HashMap<String, Arc<Object>>>,
     cache: Mutex<Cache>,
     next_id: AtomicU64,
+    gets: AtomicU64,
+    bytes: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -126,7 +128,17 @@ impl WestReader {
             objects: Mutex::new(HashMap::new()),
             cache: Mutex::new(Cache::default()),
             next_id: AtomicU64::new(1),
+            gets: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
         })
+    }
+
+    /// Ranged GETs answered so far, and their bytes.
+    pub fn stats(&self) -> (u64, u64) {
+        (
+            self.gets.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// A stub was opened for reading: ask for a grant now (it counts the read for the
@@ -379,6 +391,8 @@ impl WestReader {
                 body.len()
             )));
         }
+        self.gets.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(len, Ordering::Relaxed);
         Ok(body)
     }
 }

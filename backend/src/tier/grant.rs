@@ -150,6 +150,94 @@ impl Tiering {
     }
 }
 
+impl Tiering {
+    /// A mount truncates the stub at `abs` to zero: make it an ordinary empty local file
+    /// without fetching its data. Serialized with every job on the file (a recall in flight
+    /// finishes first — then the file is local with its data, and the caller's truncation
+    /// does the rest). West's copy is no longer the file's: the remote record goes (quota
+    /// freed) and a sync of the path moves the old object to the trash. Returns whether the
+    /// file was a stub.
+    pub async fn discard(self: &Arc<Self>, abs: &Path) -> Result<bool, TierError> {
+        if !abs.is_absolute() {
+            return Err(TierError::Invalid(format!(
+                "path {} is not absolute",
+                abs.display()
+            )));
+        }
+        let (rec, rel) = self.locate(abs).ok_or_else(|| {
+            TierError::Precondition(format!(
+                "{} is not under the share of any bound gpair",
+                abs.display()
+            ))
+        })?;
+        // Claim the file as a job would (job 0: no job).
+        loop {
+            {
+                let mut active = lock(&self.active);
+                if !active.contains_key(abs) {
+                    active.insert(abs.to_path_buf(), (0, JobKind::Recall));
+                    break;
+                }
+            }
+            if self.cancel.is_cancelled() {
+                return Err(TierError::Unavailable(
+                    "the backend is shutting down".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let result = self.discard_claimed(&rec, &rel, abs).await;
+        lock(&self.active).remove(abs);
+        result
+    }
+
+    async fn discard_claimed(
+        &self,
+        rec: &crate::registry::GpairRecord,
+        rel: &[u8],
+        abs: &Path,
+    ) -> Result<bool, TierError> {
+        let attr = self.config.stub_xattr.clone();
+        let p = abs.to_path_buf();
+        let was_stub = blocking(move || -> Result<bool, String> {
+            use std::os::unix::fs::OpenOptionsExt;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&p)
+                .map_err(|e| format!("{}: {e}", p.display()))?;
+            match stub::read_fd(&f, &p, &attr) {
+                Ok(Some(_)) | Err(_) => {}
+                Ok(None) => return Ok(false),
+            }
+            // Empty first, then no record: never a moment where holes read as data.
+            f.set_len(0)
+                .map_err(|e| format!("truncate {}: {e}", p.display()))?;
+            stub::remove_fd(&f, &attr).map_err(|e| format!("{}: {e}", p.display()))?;
+            f.sync_all()
+                .map_err(|e| format!("fsync {}: {e}", p.display()))?;
+            Ok(true)
+        })
+        .await
+        .map_err(TierError::Internal)?
+        .map_err(TierError::Precondition)?;
+        if was_stub {
+            self.engine
+                .quotas
+                .remove_record(self.catalog(), &rec.name, rel)
+                .map_err(|e| TierError::Internal(e.to_string()))?;
+            let _ = self
+                .catalog()
+                .delete(super::CF_TIERS, &crate::catalog::gpair_key(&rec.name, rel));
+            let _ =
+                self.engine
+                    .enqueue(&rec.name, rel, crate::sync::Op::Put, crate::sync::SETTLE_MS);
+            tracing::info!(path = %abs.display(), "stub truncated to zero through a mount; west's copy goes to the trash");
+        }
+        Ok(was_stub)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

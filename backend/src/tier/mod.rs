@@ -568,23 +568,34 @@ impl Tiering {
     }
 
     /// One file of a job: coalesced with other jobs, retried while its gpeer is unreachable.
+    ///
+    /// A file another job is moving the same way is waited for, then looked at again (a
+    /// no-op if that job finished it): whoever asked gets its answer only once the file is
+    /// where it was asked to be. A recall also waits for an offload in flight; an offload
+    /// of a file being recalled is skipped.
     async fn process(self: &Arc<Self>, rt: &JobRt, kind: JobKind, path: &Path) -> FileResult {
-        {
-            let mut active = lock(&self.active);
-            if let Some((other, other_kind)) = active.get(path) {
-                return if *other_kind == kind {
-                    FileResult::new(Outcome::Noop, format!("already being moved by job {other}"))
-                } else {
-                    FileResult::new(
-                        Outcome::Skipped,
-                        format!(
-                            "busy: job {other} is doing the opposite ({})",
-                            other_kind.verb()
-                        ),
-                    )
-                };
+        loop {
+            {
+                let mut active = lock(&self.active);
+                match active.get(path) {
+                    None => {
+                        active.insert(path.to_path_buf(), (rt.id(), kind));
+                        break;
+                    }
+                    Some((other, JobKind::Recall)) if kind == JobKind::Migrate => {
+                        let why = match other {
+                            0 => "busy: a mount is truncating it".to_string(),
+                            o => format!("busy: job {o} is recalling it"),
+                        };
+                        return FileResult::new(Outcome::Skipped, why);
+                    }
+                    Some(_) => {}
+                }
             }
-            active.insert(path.to_path_buf(), (rt.id(), kind));
+            if rt.cancel.is_cancelled() || self.cancel.is_cancelled() {
+                return FileResult::new(Outcome::Cancelled, "job cancelled");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let result = loop {
             if rt.cancel.is_cancelled() || self.cancel.is_cancelled() {
