@@ -8,14 +8,17 @@
 #                                 gpair 'demo' (./var/east <-> bucket demo, prefix east); write
 #                                 sample files, offload them all (gpair migrate), show their tier
 #                                 state, disk usage and west copy, recall one and compare it byte
-#                                 for byte, list the jobs and the quota, and print how to use it
-#   deploy/quickstart.sh stop     stop the backend, then the gateway (SIGTERM, SIGKILL if stuck)
-#   deploy/quickstart.sh status   say whether each daemon is running
+#                                 for byte; mount the share with gpair-mount on ./var/mnt (where
+#                                 /dev/fuse exists) and read an offloaded file through it; list
+#                                 the jobs and the quota, and print how to use it
+#   deploy/quickstart.sh stop     unmount, stop the backend, then the gateway (SIGTERM, SIGKILL
+#                                 if stuck)
+#   deploy/quickstart.sh status   say whether each daemon and the mount are running
 #
 # Running it again reuses the running daemons (restarting one whose binary was rebuilt), the
-# gpeer and the gpair, and replaces the sample files. Needs cargo, python3 (3.11+) and the AWS
-# CLI (`pip install awscli`; scripts/test.sh installs it where missing). The FUSE mount
-# (gpair-mount) will join this script when it lands.
+# gpeer, the gpair and the mount, and replaces the sample files. Needs cargo, python3 (3.11+)
+# and the AWS CLI (`pip install awscli`; scripts/test.sh installs it where missing); the mount
+# needs /dev/fuse and root (or fuse3's fusermount3 for a user).
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "$0")")/.."
@@ -42,6 +45,9 @@ GPAIR=demo
 BUCKET=demo
 PREFIX=east
 WORK=$VAR/quickstart
+MNT=$ABS_VAR/mnt
+MNT_PID_FILE=$VAR/gpair-mount.pid
+MNT_LOG=$VAR/gpair-mount.log
 BIN_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug
 
 say() { printf '\n==> %s\n' "$*"; }
@@ -89,7 +95,12 @@ stop_daemon() {
 }
 
 stop() {
-    # The backend first: it gives its in-flight west calls shutdown_grace_secs (10 s here),
+    # The mount first (SIGTERM unmounts it); a mount point left dead by a crash is detached.
+    stop_daemon gpair-mount "$MNT_PID_FILE" 10
+    if grep -qs " $MNT fuse" /proc/self/mounts; then
+        umount -l "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null || true
+    fi
+    # The backend next: it gives its in-flight west calls shutdown_grace_secs (10 s here),
     # which needs the gateway; the gateway then drains its requests (up to 30 s).
     stop_daemon gpair-backend "$BE_PID_FILE" 15
     stop_daemon s3fs-gateway "$GW_PID_FILE" 35
@@ -110,6 +121,11 @@ status() {
         fi
     else
         echo "gpair-backend is not running"
+    fi
+    if pid=$(running_pid gpair-mount "$MNT_PID_FILE"); then
+        echo "gpair-mount is running (pid $pid): $EAST mounted on $MNT"
+    else
+        echo "gpair-mount is not running"
     fi
 }
 
@@ -386,6 +402,7 @@ printf -- '- offload\n- recall\n' >"$EAST/docs/todo.txt"
 head -c $((3 * 1024 * 1024)) /dev/urandom >"$EAST/data/small.bin"
 head -c $((20 * 1024 * 1024)) /dev/urandom >"$EAST/data/big.bin" # > 8 MiB: multipart
 cp "$EAST/data/big.bin" "$WORK/saved/big.bin"
+cp "$EAST/data/small.bin" "$WORK/saved/small.bin"
 (cd "$EAST" && run ls -lR .)
 settle
 
@@ -430,12 +447,59 @@ say "tier state again: big.bin is local, the others stay remote"
 gpr state "${ABS_SAMPLES[@]}"
 run du -sh "./$VAR/east"
 
+# ---------------------------------------------------------------------------------------------
+# The mount: applications see the share as it was, offloaded files included.
+MOUNTED=0
+if [[ ! -e /dev/fuse ]]; then
+    say "no /dev/fuse here: skipping the gpair-mount part"
+else
+    if pid=$(running_pid gpair-mount "$MNT_PID_FILE"); then
+        if [[ /proc/$pid/exe -ef $BIN_DIR/gpair-mount ]]; then
+            say "gpair-mount already running (pid $pid), reusing it"
+        else
+            say "gpair-mount (pid $pid) runs an older build: restarting it"
+            stop_daemon gpair-mount "$MNT_PID_FILE" 10
+        fi
+    fi
+    if ! running_pid gpair-mount "$MNT_PID_FILE" >/dev/null; then
+        mkdir -p "$MNT" 2>/dev/null || true # a dead mount left there is detached by gpair-mount
+        say "mounting ./$VAR/east on ./$VAR/mnt (gpair-mount)"
+        printf '$ gpair-mount %s %s --backend %s\n' "$EAST" "$MNT" "$SOCKET"
+        : >"$MNT_LOG"
+        NO_COLOR=1 setsid nohup "$BIN_DIR/gpair-mount" "$EAST" "$MNT" --backend "$SOCKET" \
+            >>"$MNT_LOG" 2>&1 </dev/null &
+        pid=$!
+        echo "$pid" >"$MNT_PID_FILE"
+        wait_ready gpair-mount "$pid" "$MNT_PID_FILE" "$MNT_LOG" "gpair-mount: " \
+            "does this machine allow FUSE mounts (root, or fusermount3 for users)?"
+        grep "gpair-mount: " "$MNT_LOG" | head -n 1
+    fi
+    say "reading the offloaded data/small.bin through the mount (it stays offloaded)"
+    (cd "$MNT" && run ls -l data)
+    run cmp "$MNT/data/small.bin" "$WORK/saved/small.bin"
+    echo "identical: data/small.bin read through ./$VAR/mnt from west, byte for byte"
+    out=$(gp --output json state "$EAST/data/small.bin")
+    [[ $(json 'd[0]["state"]' <<<"$out") == remote ]] || die "reading through the mount recalled data/small.bin"
+    gpr state "$EAST/data/small.bin"
+    say "appending to the offloaded docs/todo.txt through the mount: recalled first, then written"
+    printf -- '- mount\n' >>"$MNT/docs/todo.txt"
+    run cat "$MNT/docs/todo.txt"
+    gpr state "$EAST/docs/todo.txt"
+    MOUNTED=1
+fi
+
 say "jobs and quota"
 gpr job ls
 gpr quota show "$GPAIR"
 
 running_pid s3fs-gateway "$GW_PID_FILE" >/dev/null || die "the gateway stopped unexpectedly; see ./$GW_LOG"
 running_pid gpair-backend "$BE_PID_FILE" >/dev/null || die "the backend stopped unexpectedly; see ./$BE_LOG"
+if ((MOUNTED)); then
+    running_pid gpair-mount "$MNT_PID_FILE" >/dev/null || die "gpair-mount stopped unexpectedly; see ./$MNT_LOG"
+    mount_line="gpair-mount    pid $(running_pid gpair-mount "$MNT_PID_FILE"), ./$VAR/east mounted on ./$VAR/mnt (log ./$MNT_LOG)"
+else
+    mount_line="gpair-mount    not started (no /dev/fuse)"
+fi
 gw_pid=$(running_pid s3fs-gateway "$GW_PID_FILE")
 be_pid=$(running_pid gpair-backend "$BE_PID_FILE")
 cat <<EOF
@@ -447,9 +511,11 @@ cat <<EOF
                  (config ./$BE_CONFIG, catalog ./$VAR/catalog, log ./$BE_LOG)
   gpeer          '$GPEER' = $ENDPOINT (cluster $WEST_CLUSTER)
   gpair          '$GPAIR' = $EAST <-> $BUCKET/$PREFIX
+  $mount_line
   did            wrote ${#SAMPLES[@]} sample files (3 text files, 3 MiB and 20 MiB binaries), offloaded
                  them all to west (stubs on east), recalled data/big.bin and compared it byte
-                 for byte with a copy saved before the offload
+                 for byte with a copy saved before the offload; read data/small.bin, still
+                 offloaded, through the mount and appended to docs/todo.txt through it
 
   Drive it with the gpair CLI (docs/cli.md):
     export PATH=$BIN_DIR:\$PATH
@@ -468,9 +534,11 @@ cat <<EOF
     export AWS_DEFAULT_REGION=us-east-1
     aws --endpoint-url $ENDPOINT s3 ls --recursive s3://$BUCKET/$PREFIX/
 
-  Stop both:  deploy/quickstart.sh stop
+  Use the mount like any directory: ls -l ./$VAR/mnt/data; vim ./$VAR/mnt/docs/notes.md
+
+  Stop all:   deploy/quickstart.sh stop
   Status:     deploy/quickstart.sh status
   Run again:  deploy/quickstart.sh   (reuses the daemons, the gpeer and the gpair)
   Start over: deploy/quickstart.sh stop && rm -rf ./$VAR
-  Docs:       docs/backend.md, docs/cli.md, docs/gateway.md
+  Docs:       docs/backend.md, docs/cli.md, docs/gateway.md, docs/mount.md
 EOF
