@@ -282,6 +282,27 @@ impl Mount {
         }
     }
 
+    /// Whether the process has ended (its status stays for [`Mount::unmount`]).
+    pub fn has_exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => {
+                // SAFETY: waitid with WNOWAIT only peeks at our own child's state.
+                let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+                let r = unsafe {
+                    libc::waitid(
+                        libc::P_PID,
+                        c.id(),
+                        &mut info,
+                        libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+                    )
+                };
+                // SAFETY: si_pid is valid to read after a successful waitid.
+                r == 0 && unsafe { info.si_pid() } != 0
+            }
+            None => true,
+        }
+    }
+
     /// Whether the mount point is (still) a mount.
     pub fn is_mounted(&self) -> bool {
         std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {

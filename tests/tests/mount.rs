@@ -255,6 +255,32 @@ fn everyday_tools_read_offloaded_files_byte_for_byte() {
     }
 }
 
+#[test]
+fn offloaded_programs_and_scripts_run_through_the_mount() {
+    if skip() {
+        return;
+    }
+    let w = world("");
+    let echo = w.write("bin/echo", &std::fs::read("/bin/echo").unwrap());
+    let script = w.write("bin/hello.sh", b"#!/bin/sh\necho \"hello from $0\"\n");
+    for p in [&echo, &script] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    w.synced();
+    offload(&w, &[&echo, &script]);
+    let m = w.mount(&[]);
+    assert_eq!(
+        run(Command::new(m.path("bin/echo")).arg("exec works")),
+        "exec works\n"
+    );
+    let out = run(&mut Command::new(m.path("bin/hello.sh")));
+    assert!(out.starts_with("hello from "), "{out}");
+    assert!(
+        is_remote(&w, &echo) && is_remote(&w, &script),
+        "exec recalled"
+    );
+}
+
 fn strip(files: &BTreeMap<String, Vec<u8>>, prefix: &str) -> BTreeMap<String, Vec<u8>> {
     files
         .iter()
@@ -504,8 +530,15 @@ fn the_mount_session_reports_changes_and_survives_a_crashed_mount() {
     m.kill();
     // The dead mount point is taken over by the next mount.
     let dir = m.dir.clone();
-    let m2 = w.mount_at(&dir);
+    let mut m2 = w.mount_at(&dir);
     assert_eq!(std::fs::read(m2.path("x/g.txt")).unwrap(), b"f");
+    // `fusermount3 -u` unmounts it, and the process ends cleanly.
+    run(Command::new("fusermount3").arg("-u").arg(&dir));
+    assert!(
+        poll_until(Duration::from_secs(20), || m2.has_exited()),
+        "gpair-mount did not exit after fusermount3 -u"
+    );
+    assert_eq!(m2.unmount().and_then(|s| s.code()), Some(0));
     drop(m2);
     drop(m);
     assert!(!mounted(&dir));
