@@ -1292,6 +1292,8 @@ async fn ls_and_show() {
             "failing": 1,
             "offloaded": 3,
             "retain_deleted_days": 0,
+            "read_policy": "stream",
+            "recall_after_reads": 0,
         }])
     );
 
@@ -1310,7 +1312,8 @@ async fn ls_and_show() {
          pending:     4\n\
          failing:     1\n\
          offloaded:   3\n\
-         retention:   none (deleted files' west data goes at once)\n"
+         retention:   none (deleted files' west data goes at once)\n\
+         stub reads:  stream\n"
     );
     fake.gpair(&["show", "nope"])
         .await

@@ -624,3 +624,29 @@ fn read_policies_recall_stubs_that_are_read() {
     assert_eq!(shown["recall_after_reads"], 3, "{shown:#}");
     assert_eq!(shown["read_policy"], "stream", "{shown:#}");
 }
+
+#[test]
+fn a_file_open_for_writing_through_the_mount_is_not_released_until_closed() {
+    if skip() {
+        return;
+    }
+    let w = world("");
+    let data = test_bytes(300_000, 61);
+    let f = w.write("open.bin", &data);
+    w.synced();
+    let m = w.mount(&[]);
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.path("open.bin"))
+        .unwrap();
+    let id = job_id(&w.ok(&["migrate", s(&f)]));
+    let done = w.wait_job(id);
+    assert_eq!(done["files_done"], 0, "released while open for writing: {done:#}");
+    assert!(!is_remote(&w, &f));
+    assert!(std::fs::read(&f).unwrap() == data, "east data touched");
+    drop(held);
+    offload(&w, &[&f]);
+    assert!(is_remote(&w, &f));
+    assert!(std::fs::read(m.path("open.bin")).unwrap() == data);
+}

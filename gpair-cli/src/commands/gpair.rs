@@ -124,4 +124,25 @@ mod tests {
             .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.starts_with("--gpeer: ")));
     }
+
+    #[test]
+    fn bind_request_refuses_an_unknown_read_policy() {
+        let args = BindArgs {
+            name: "p1".into(),
+            gpeer: "west1".into(),
+            local: "/x".into(),
+            remote: "cold".into(),
+            create_bucket: false,
+            retain_deleted_days: 0,
+            read_policy: "sometimes".into(),
+            recall_after_reads: 0,
+        };
+        let e = bind_request(&args, Path::new("/"))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("--read-policy: \"sometimes\" is neither `stream` nor `recall`")
+        );
+    }
 }

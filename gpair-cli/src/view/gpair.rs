@@ -85,7 +85,7 @@ fn details(g: &pb::Gpair) -> String {
             },
         ),
         (
-            "reads of stubs",
+            "stub reads",
             match (read_policy(g.read_policy), g.recall_after_reads) {
                 ("recall", _) => "read through, recalled at the first read".to_string(),
                 (p, 0) => p.to_string(),
@@ -203,7 +203,8 @@ pub(crate) mod tests {
              pending:     7\n\
              failing:     1\n\
              offloaded:   300\n\
-             retention:   deleted files' west data kept 7 day(s)\n"
+             retention:   deleted files' west data kept 7 day(s)\n\
+             stub reads:  stream, recalled after 3 reads within an hour\n"
         );
     }
 
