@@ -8,8 +8,10 @@
 #   1. cold sequential read (dd bs=1M, open to EOF) of the offloaded large file: MB/s;
 #      goal gpair >= 3x max(s3fs, rclone)
 #   2. cold time to first byte of that file (open + 1-byte O_DIRECT read), median of the
-#      samples: ms; goal gpair < 5 ms
-#   3. cold read of the offloaded small files (open, read to EOF, close each): files/s
+#      samples: ms; goal gpair < 5 ms. The floor next to it: a cold ranged GET of byte 0 (curl's
+#      time to the first byte)
+#   3. cold read of the offloaded small files (open, read to EOF, close each): files/s; next to
+#      it, plain GETs of the same objects over one connection (python http.client)
 #   4. warm re-read of a local (not offloaded) file of the same size through gpair-mount (FUSE
 #      passthrough; --no-passthrough also shown) and straight from the share: MB/s; goal >= 0.9x
 #
@@ -19,14 +21,16 @@
 # curl, python3. See docs/benchmarks.md.
 #
 # usage: bench/mount.sh [--rounds K] [--large-mib N] [--small-files N] [--ttfb-samples N]
-#                       [--parts LIST] [--rclone-tuned "FLAGS"] [--out FILE.jsonl] [--keep]
-#                       [--no-build]
+#                       [--local-reps N] [--parts LIST] [--rclone-tuned "FLAGS"]
+#                       [--out FILE.jsonl] [--keep] [--no-build]
 #
 #   --rounds K             rounds of parts 1, 3 and 4 (default 3; medians are reported); every
 #                          round reads once with each tool, in an order that rotates per round
 #   --large-mib N          size of the offloaded large file and of the local one (default 1024)
 #   --small-files N        offloaded small files, 4..64 KiB uniform, 100 per dir (default 1000)
 #   --ttfb-samples N       samples of part 2 per tool, each from a fresh mount (default 10)
+#   --local-reps N         measured warm reads per tool and round in part 4, interleaved
+#                          (default 5; one read of 1 GiB from the page cache takes ~70 ms)
 #   --parts LIST           which parts to run, comma separated, of: large, ttfb, small, local
 #                          (default all)
 #   --rclone-tuned "FLAGS" the tuned rclone mount's flags (default "--vfs-read-chunk-size 16M
@@ -50,6 +54,7 @@ ROUNDS=3
 LARGE_MIB=1024
 SMALL_FILES=1000
 TTFB_SAMPLES=10
+LOCAL_REPS=5
 PARTS_LIST="large,ttfb,small,local"
 RCLONE_TUNED="--vfs-read-chunk-size 16M --buffer-size 64M"
 OUT=""
@@ -62,20 +67,21 @@ while [ $# -gt 0 ]; do
         --large-mib) LARGE_MIB="$2"; shift 2 ;;
         --small-files) SMALL_FILES="$2"; shift 2 ;;
         --ttfb-samples) TTFB_SAMPLES="$2"; shift 2 ;;
+        --local-reps) LOCAL_REPS="$2"; shift 2 ;;
         --parts) PARTS_LIST="$2"; shift 2 ;;
         --rclone-tuned) RCLONE_TUNED="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
         --keep) KEEP=1; shift ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,46p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-for n in "$ROUNDS" "$LARGE_MIB" "$SMALL_FILES" "$TTFB_SAMPLES"; do
+for n in "$ROUNDS" "$LARGE_MIB" "$SMALL_FILES" "$TTFB_SAMPLES" "$LOCAL_REPS"; do
     [[ $n =~ ^[0-9]+$ ]] || { echo "not a number: $n" >&2; exit 2; }
 done
-[ "$ROUNDS" -ge 1 ] && [ "$LARGE_MIB" -ge 1 ] && [ "$SMALL_FILES" -ge 1 ] || {
-    echo "--rounds, --large-mib and --small-files must be at least 1" >&2; exit 2; }
+[ "$ROUNDS" -ge 1 ] && [ "$LARGE_MIB" -ge 1 ] && [ "$SMALL_FILES" -ge 1 ] && [ "$LOCAL_REPS" -ge 1 ] || {
+    echo "--rounds, --large-mib, --small-files and --local-reps must be at least 1" >&2; exit 2; }
 IFS=, read -r -a PARTS <<<"$PARTS_LIST"
 for p in "${PARTS[@]}"; do
     case "$p" in large|ttfb|small|local) ;; *) echo "--parts: large, ttfb, small, local; not $p" >&2; exit 2 ;; esac
@@ -415,7 +421,18 @@ part_ttfb() {
     local i tool r
     for i in $(seq 1 "$TTFB_SAMPLES"); do
         ROUND=$i
-        for tool in $(rotated $((i - 1)) "${MOUNT_TOOLS[@]}"); do
+        for tool in $(rotated $((i - 1)) "${MOUNT_TOOLS[@]}" curl); do
+            if [ "$tool" = curl ]; then
+                local url
+                url=$(helper presign "$ENDPOINT" "$AK" "$SK" "$BUCKET" "$PREFIX/$LARGE")
+                drop_caches
+                LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+                r=$(curl -sS -f -o /dev/null -r 0-0 -w '%{time_starttransfer} %{size_download}' "$url") ||
+                    die "ttfb curl: ranged GET failed"
+                [ "${r#* }" = 1 ] || die "ttfb curl: got ${r#* } bytes for range 0-0"
+                emit ttfb curl "{\"ms\": $(awk -v s="${r% *}" 'BEGIN { printf "%.3f", s * 1000 }'), \"read_size\": 1}"
+                continue
+            fi
             mount_tool "$tool"
             drop_caches
             LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -430,7 +447,20 @@ part_ttfb() {
 # 3. cold read of the offloaded small files.
 part_small() {
     local tool r
-    for tool in $(rotated $((ROUND - 1)) "${MOUNT_TOOLS[@]}"); do
+    for tool in $(rotated $((ROUND - 1)) "${MOUNT_TOOLS[@]}" http); do
+        if [ "$tool" = http ]; then
+            local c0 c1
+            drop_caches
+            LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+            c0=$(cpu_pair "")
+            r=$(helper get-small "$ENDPOINT" "$AK" "$SK" "$BUCKET" "$PREFIX" "$SMALL_FILES") ||
+                die "small http: plain GETs failed"
+            c1=$(cpu_pair "")
+            [ "$(jget "$r" bytes_read)" = "$SMALL_BYTES" ] ||
+                die "small http: read $(jget "$r" bytes_read) bytes, want $SMALL_BYTES"
+            emit small http "$r" "{\"bytes\": $SMALL_BYTES}" "$(cpu_json "$c0" "$c1")"
+            continue
+        fi
         mount_tool "$tool"
         drop_caches
         LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -446,29 +476,35 @@ part_small() {
     done
 }
 
-# 4. warm re-read of the local file: once to warm, then measured; direct and through the mount
-# in an order that alternates per round; then the mount without passthrough.
+# 4. warm re-read of the local file: once to warm, then LOCAL_REPS measured reads each, direct
+# and through the mount interleaved (who goes first alternates); then the mount without
+# passthrough.
 part_local() {
-    local order=(direct gpair) t
-    [ $((ROUND % 2)) = 0 ] && order=(gpair direct)
+    local order=(direct gpair) t k
     mount_tool gpair
     cat "$SHARE/$LOCAL" >/dev/null
     cat "$MP/$LOCAL" >/dev/null
-    for t in "${order[@]}"; do
-        if [ "$t" = direct ]; then
-            run_dd local direct "$SHARE/$LOCAL" "$LARGE_BYTES"
-            emit local direct "$RESULT" "$CPU" '{"mount_cpu_s": null}'
-        else
-            run_dd local gpair "$MP/$LOCAL" "$LARGE_BYTES"
-            emit local gpair "$RESULT" "$CPU"
-        fi
+    for k in $(seq 1 "$LOCAL_REPS"); do
+        order=(direct gpair)
+        [ $(((ROUND + k) % 2)) = 1 ] && order=(gpair direct)
+        for t in "${order[@]}"; do
+            if [ "$t" = direct ]; then
+                run_dd local direct "$SHARE/$LOCAL" "$LARGE_BYTES"
+                emit local direct "$RESULT" "$CPU" '{"mount_cpu_s": null}' "{\"rep\": $k}"
+            else
+                run_dd local gpair "$MP/$LOCAL" "$LARGE_BYTES"
+                emit local gpair "$RESULT" "$CPU" "{\"rep\": $k}"
+            fi
+        done
     done
     unmount_tool
     mount_tool gpair-nopt
     cat "$MP/$LOCAL" >/dev/null
-    run_dd local gpair-nopt "$MP/$LOCAL" "$LARGE_BYTES"
+    for k in $(seq 1 "$LOCAL_REPS"); do
+        run_dd local gpair-nopt "$MP/$LOCAL" "$LARGE_BYTES"
+        emit local gpair-nopt "$RESULT" "$CPU" "{\"rep\": $k}"
+    done
     unmount_tool
-    emit local gpair-nopt "$RESULT" "$CPU"
 }
 
 # ------------------------------------------------------------------ run
@@ -509,7 +545,7 @@ WARNS=$(cat "$LOGS"/*gpair*.stderr 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g' | gre
     echo "data: large file $LARGE_MIB MiB (offloaded, west key $PREFIX/$LARGE), local file $LARGE_MIB MiB, $SMALL_FILES small files $(jget "$GEN" small_min)..$(jget "$GEN" small_max) bytes (median $(jget "$GEN" small_median)), $SMALL_BYTES bytes; everything on $FS under ${TMPDIR:-/tmp}"
     echo "gpair-mount: default flags; s3fs $(s3fs --version 2>/dev/null | head -n1 | sed -n 's/.*System V\([0-9.]*\).*/\1/p'): -o url=$ENDPOINT -o use_path_request_style -o passwd_file=F (no cache dir)"
     echo "rclone $(rclone version 2>/dev/null | head -n1 | awk '{print $2}') mount --vfs-cache-mode off: default = no other flags; tuned = $RCLONE_TUNED"
-    echo "plain GET: curl -o /dev/null of a presigned URL"
+    echo "plain GET: curl -o /dev/null of a presigned URL (part 2: with -r 0-0, time_starttransfer); plain GETs of the small files: python http.client, one keep-alive connection, presigned URLs"
     echo "gpair-mount logs: $WARNS WARN/ERROR lines; large/ east allocation after the reads: $ALLOC2 bytes"
     echo "source: $SOURCE"
     echo "results: $OUT"

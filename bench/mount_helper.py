@@ -6,6 +6,7 @@ standard library only; shares its statistics, formatting and `timed` with migrat
     mount_helper.py read-small ROOT SMALL_FILES [md5]     # reads every small file below ROOT
     mount_helper.py ttfb PATH                             # open + 1-byte O_DIRECT read, ms
     mount_helper.py presign ENDPOINT AK SK BUCKET KEY     # presigned GET URL (SigV4, 1 hour)
+    mount_helper.py get-small ENDPOINT AK SK BUCKET PREFIX SMALL_FILES  # plain GETs of them
     mount_helper.py dd-bytes FILE                         # bytes dd said it copied (its stderr)
     mount_helper.py west-reads FILE                       # gpair-mount's exit summary of GETs
     mount_helper.py report FILE.jsonl
@@ -83,15 +84,19 @@ def gen(share, large_mib, small_n):
 
 def read_small(root, n, with_md5=False):
     """Reads the small files below ROOT in the generator's order, each open → EOF → close;
-    prints seconds, files, bytes and the reader's CPU seconds (and the md5 of all bytes)."""
+    prints seconds, files, bytes, the mean time in open(2) and the reader's CPU seconds (and
+    the md5 of all bytes)."""
     paths = [os.path.join(root, rel) for rel, _, _ in small_layout(n)]
     md5 = hashlib.md5() if with_md5 else None
     buf = bytearray(1 << 20)
     total = 0
+    in_open = 0.0
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.monotonic()
     for p in paths:
+        t = time.monotonic()
         fd = os.open(p, os.O_RDONLY)
+        in_open += time.monotonic() - t
         try:
             while True:
                 k = os.readv(fd, [buf])
@@ -105,6 +110,7 @@ def read_small(root, n, with_md5=False):
     secs = time.monotonic() - t0
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     out = {"secs": secs, "files": len(paths), "bytes_read": total,
+           "open_ms_per_file": in_open * 1000 / max(len(paths), 1),
            "client_cpu_s": round(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime, 3)}
     if md5 is not None:
         out["md5"] = md5.hexdigest()
@@ -158,6 +164,37 @@ def presign(endpoint, ak, sk, bucket, key, expires=3600):
     print("%s://%s%s?%s&X-Amz-Signature=%s" % (u.scheme, u.netloc, path, query, sig))
 
 
+def get_small(endpoint, ak, sk, bucket, prefix, n):
+    """GETs the small files' objects one after the other over one keep-alive connection
+    (presigned URLs made beforehand): the gateway's own rate, with no file system around it."""
+    import contextlib
+    import http.client
+    import io
+    urls = []
+    for rel, _, _ in small_layout(n):
+        with contextlib.redirect_stdout(io.StringIO()) as o:
+            presign(endpoint, ak, sk, bucket, prefix + "/" + rel)
+        u = urllib.parse.urlsplit(o.getvalue().strip())
+        urls.append(u.path + "?" + u.query)
+    host = urllib.parse.urlsplit(endpoint).netloc
+    total = 0
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.monotonic()
+    c = http.client.HTTPConnection(host, timeout=60)
+    for u in urls:
+        c.request("GET", u)
+        r = c.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise RuntimeError("GET %s: %d %s" % (u.split("?")[0], r.status, body[:200]))
+        total += len(body)
+    c.close()
+    secs = time.monotonic() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"secs": secs, "files": n, "bytes_read": total,
+                      "client_cpu_s": round(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime, 3)}))
+
+
 def dd_bytes(path):
     m = re.search(r"^(\d+) bytes", open(path).read(), re.M)
     print(m.group(1) if m else -1)
@@ -178,7 +215,8 @@ TOOLS = [("gpair", "gpair-mount"),
          ("rclone-default", "rclone mount (defaults)"),
          ("rclone-tuned", "rclone mount (tuned)"),
          ("curl", "plain GET (curl, presigned)"),
-         ("direct", "direct from the share (disk)")]
+         ("http", "plain GETs (python http.client, one connection)"),
+         ("direct", "direct from the share (page cache)")]
 PARTS = [("large", "1. cold sequential read of the offloaded large file", "mb_per_s", "MB/s"),
          ("ttfb", "2. time to first byte of the offloaded large file (cold)", "ms", "ms"),
          ("small", "3. cold read of the offloaded small files", "files_per_s", "files/s"),
@@ -238,10 +276,18 @@ def report(path):
                     cell(col(lambda x: x.get("client_cpu_s"))),
                     gets_cell(col(lambda x: x.get("west_gets"))),
                     " / ".join(x.get("loadavg", "?").split()[0]
-                               for x in sorted(ls, key=lambda x: x["round"]))))
+                               for x in sorted(ls, key=lambda x: x["round"])
+                               if x.get("rep", 1) == 1)))
         out.append("")
         g = meds.get("gpair")
         peers = [(t, meds[t]) for t in ("s3fs", "rclone-default", "rclone-tuned") if t in meds]
+        if part == "small":
+            opens = ["%s %s" % (t, fmt(med([x.get("open_ms_per_file") for x in by[(part, t)]])[0]))
+                     for t, _ in TOOLS if (part, t) in by
+                     and med([x.get("open_ms_per_file") for x in by[(part, t)]])[0] is not None]
+            if opens:
+                out.append("mean ms per file spent in open(2), medians: " + ", ".join(opens))
+                out.append("")
         out.append("```")
         if part in ("large", "small") and g and peers:
             best = max(peers, key=lambda tm: tm[1])
@@ -251,6 +297,10 @@ def report(path):
             if part == "large" and meds.get("curl"):
                 out.append("gpair / plain GET MB/s = %s / %s = %.2f" % (
                     fmt(g), fmt(meds["curl"]), g / meds["curl"]))
+            if part == "small" and meds.get("http"):
+                out.append("gpair / plain GETs files/s = %s / %s = %.2f" % (
+                    fmt(g), fmt(meds["http"]), g / meds["http"]))
+            if part == "large":
                 verdicts.append("%s cold sequential read: MB/s >= 3x max(s3fs, rclone): %.2fx "
                                 "(%s vs %s MB/s, %s)" % ("PASS" if r >= 3 else "MISS", r, fmt(g),
                                                          fmt(best[1]), best[0]))
@@ -260,6 +310,10 @@ def report(path):
         if part == "ttfb" and g is not None:
             for t, m in peers:
                 out.append("%s / gpair median ms = %s / %s = %.1f" % (t, fmt(m), fmt(g), m / g))
+            if meds.get("curl"):
+                out.append("plain ranged GET of byte 0 (curl time_starttransfer, cold gateway): "
+                           "median %s ms; gpair - that = %s ms" % (
+                               fmt(meds["curl"]), fmt(g - meds["curl"])))
             verdicts.append("%s time to first byte: median < 5 ms: %s ms" % (
                 "PASS" if g < 5 else "MISS", fmt(g)))
         if part == "local" and g and meds.get("direct"):
@@ -274,7 +328,8 @@ def report(path):
         out.append("")
     rounds = max([l["round"] for l in lines if l["part"] != "ttfb"] or [0])
     loads = [float(l["loadavg"].split()[0]) for l in lines if l.get("loadavg")]
-    out.append("Medians over %d round(s) (time to first byte: over its samples); ±x%% = half the "
+    out.append("Medians over %d round(s) (time to first byte: over its samples; warm re-read: over "
+               "rounds x reps); ±x%% = half the "
                "min-max spread relative to the median; MB = 10^6 bytes; CPU s = CPU seconds of the "
                "FUSE process, the gateway and the reader during the read; west GETs = ranged GETs "
                "gpair-mount made (its exit summary); load avg = 1-minute load average when the "
@@ -302,6 +357,8 @@ if __name__ == "__main__":
             ttfb(args[0])
         elif cmd == "presign":
             presign(*args[:5])
+        elif cmd == "get-small":
+            get_small(args[0], args[1], args[2], args[3], args[4], int(args[5]))
         elif cmd == "dd-bytes":
             dd_bytes(args[0])
         elif cmd == "west-reads":

@@ -174,6 +174,11 @@ impl World {
 
     /// Multipart uploads in progress on the bucket.
     pub fn uploads(&self) -> usize {
+        self.uploads_listing().matches("<Upload>").count()
+    }
+
+    /// The gateway's ListMultipartUploads answer for the bucket.
+    pub fn uploads_listing(&self) -> String {
         let r = self.gw.signed(
             &self.gw.backend,
             "GET",
@@ -182,7 +187,7 @@ impl World {
             b"",
         );
         assert_eq!(r.status, 200, "{}", r.body_str());
-        r.body_str().matches("<Upload>").count()
+        r.body_str()
     }
 }
 

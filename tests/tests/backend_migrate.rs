@@ -384,7 +384,12 @@ impl Corpus {
             "quota {q:#}"
         );
         let no_uploads = poll_until(WAIT, || w.uploads() == 0);
-        assert!(no_uploads, "orphaned multipart uploads: {}", w.uploads());
+        assert!(
+            no_uploads,
+            "orphaned multipart uploads: {}\n{}",
+            w.uploads_listing(),
+            w.diagnostics()
+        );
         // Everything recalls with the right bytes.
         let back = w.ok(&[
             "recall",

@@ -319,6 +319,16 @@ impl Tiering {
         .map_err(failed)?
         .map_err(|e| failed(format!("read: {e}")))?
         .ok_or_else(changed)?;
+        // Uploads of this key still open can only be leftovers of an interrupted offload
+        // (this job holds the file): recovery's own abort stands aside once a new offload of
+        // the file is in flight, so this one clears them.
+        let stale = west
+            .abort_uploads(&rec.bucket, key)
+            .await
+            .map_err(|e| west_stop("abort leftover multipart uploads", e))?;
+        if stale > 0 {
+            tracing::info!(key = key.key, uploads = stale, "aborted leftover multipart uploads");
+        }
         let id = west
             .start_upload(&rec.bucket, key, meta, crc, &rec.gpair_value)
             .await
