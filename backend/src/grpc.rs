@@ -1040,7 +1040,7 @@ impl pb::mount_server::Mount for MountService {
         let path = abs_path_field("path", &r.path)?;
         let g = self
             .tiering
-            .read_grant(&path, r.new_read)
+            .read_grant(&path, r.new_read, r.verify)
             .await
             .map_err(tier_status)?;
         Ok(Response::new(pb::ReadGrant {

@@ -264,13 +264,19 @@ impl Link {
     }
 
     /// A read grant for the stub at `rel`.
-    pub async fn grant(&self, rel: &Path, new_read: bool) -> Result<pb::ReadGrant, tonic::Status> {
+    pub async fn grant(
+        &self,
+        rel: &Path,
+        new_read: bool,
+        verify: bool,
+    ) -> Result<pb::ReadGrant, tonic::Status> {
         let path = self.abs(rel).as_os_str().as_bytes().to_vec();
         for attempt in 0..2 {
             let mut req = tonic::Request::new(pb::ReadGrantRequest {
                 session: self.session().id,
                 path: path.clone(),
                 new_read,
+                verify,
             });
             req.set_timeout(CALL_TIMEOUT);
             match self.mount_client().read_grant(req).await {

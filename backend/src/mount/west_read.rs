@@ -34,8 +34,10 @@ use crate::tier::stub::StubRecord;
 /// Settings of west reads.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadConfig {
-    /// Size of a fetched (and cached) piece of an object.
+    /// Size of a cached piece of an object (and of the smallest GET).
     pub chunk: u64,
+    /// Largest GET (read-ahead fetches whole aligned groups of this size).
+    pub max_request: u64,
     /// Largest read-ahead window.
     pub max_window: u64,
     /// Bytes of chunks kept.
@@ -49,7 +51,8 @@ pub struct ReadConfig {
 impl Default for ReadConfig {
     fn default() -> Self {
         Self {
-            chunk: 2 << 20,
+            chunk: 256 << 10,
+            max_request: 8 << 20,
             max_window: 64 << 20,
             cache_bytes: 512 << 20,
             parallel: 16,
@@ -61,7 +64,13 @@ impl Default for ReadConfig {
 /// Why a fetch failed; shared by every waiter of the chunk.
 #[derive(Debug, Clone)]
 enum FetchError {
-    /// West unreachable for longer than the wait, or a permanent refusal: EIO.
+    /// West (or the backend) did not answer, or answered "try again": retried for the wait.
+    Transient(String),
+    /// The grant's URL expired (403): ask for a new one.
+    Expired(String),
+    /// West has no such data where the grant pointed: ask for a verified grant.
+    Missing(String),
+    /// A permanent refusal: EIO.
     Failed(String),
     /// The backend says the file is not a stub any more.
     NotStub,
@@ -76,6 +85,8 @@ struct Object {
     path: Mutex<PathBuf>,
     size: u64,
     grant: tokio::sync::Mutex<Option<(String, Instant)>>,
+    /// The next grant must be verified (west did not have the data an unverified one named).
+    verify: std::sync::atomic::AtomicBool,
     seq: Mutex<Seq>,
 }
 
@@ -172,6 +183,7 @@ impl WestReader {
                     path: Mutex::new(abs.clone()),
                     size: stub.size,
                     grant: tokio::sync::Mutex::new(None),
+                    verify: std::sync::atomic::AtomicBool::new(false),
                     seq: Mutex::new(Seq::default()),
                 })
             })
@@ -180,7 +192,7 @@ impl WestReader {
         obj
     }
 
-    /// The chunks `[offset, offset+len)` needs, and those to fetch ahead.
+    /// The chunks `[offset, offset+len)` needs, and those to fetch ahead of it.
     fn plan(
         &self,
         obj: &Object,
@@ -191,63 +203,135 @@ impl WestReader {
         let end = (offset + len).min(obj.size);
         let need = offset / c..end.div_ceil(c);
         let mut s = lock(&obj.seq);
-        // Sequential: this read starts where the last ended (or inside the last chunk).
+        // Sequential: this read starts where the last ended (give or take a chunk: the
+        // kernel's read-ahead sends reads in parallel), or at the start of the file.
         let sequential =
-            offset >= s.next.saturating_sub(c) && offset <= s.next + c && s.next > 0 || offset == 0;
+            (s.next > 0 && offset + c >= s.next && offset <= s.next + c) || offset == 0;
         s.window = if sequential {
             (s.window.max(c / 2) * 2).min(self.config.max_window)
         } else {
             0
         };
-        s.next = end;
+        s.next = s.next.max(end);
         let ahead_end = (end + s.window).min(obj.size).div_ceil(c);
         (need.clone(), need.end..ahead_end.max(need.end))
     }
 
-    fn chunk(self: &Arc<Self>, obj: &Arc<Object>, idx: u64) -> Fetch {
+    /// The fetches of `need` (started where missing, exactly those chunks: the first bytes
+    /// come quickly), after starting the missing chunks of every request-sized group
+    /// `ahead` touches (whole groups: read-ahead goes in large GETs).
+    fn fetches(
+        self: &Arc<Self>,
+        obj: &Arc<Object>,
+        need: std::ops::Range<u64>,
+        ahead: std::ops::Range<u64>,
+    ) -> Vec<(u64, Fetch)> {
+        let c = self.config.chunk;
+        let per_request = (self.config.max_request / c).max(1);
+        let last = obj.size.div_ceil(c);
         let mut cache = lock(&self.cache);
         cache.tick += 1;
         let tick = cache.tick;
-        if let Some(c) = cache.chunks.get_mut(&(obj.id, idx)) {
-            // A failed fetch is not kept: the next read tries again.
-            let failed = matches!(c.fetch.peek(), Some(Err(_)));
-            if !failed {
-                c.used = tick;
-                return c.fetch.clone();
+        self.start_missing(&mut cache, obj, need.clone(), per_request, tick, true);
+        if !ahead.is_empty() {
+            let groups = (ahead.start / per_request * per_request)
+                ..(ahead.end.div_ceil(per_request) * per_request).min(last);
+            self.start_missing(&mut cache, obj, groups, per_request, tick, false);
+        }
+        let out = need
+            .filter_map(|i| cache.chunks.get(&(obj.id, i)).map(|e| (i, e.fetch.clone())))
+            .collect();
+        let max = (self.config.cache_bytes / c).max(64) as usize;
+        if cache.chunks.len() > max {
+            // Evict the least recently used down to 90%, never what this read waits for.
+            let mut by_age: Vec<((u64, u64), u64)> =
+                cache.chunks.iter().map(|(k, e)| (*k, e.used)).collect();
+            by_age.sort_by_key(|(_, used)| *used);
+            let excess = cache.chunks.len() - max * 9 / 10;
+            for (k, used) in by_age.into_iter().take(excess) {
+                if used != tick {
+                    cache.chunks.remove(&k);
+                }
             }
         }
+        out
+    }
+
+    /// Starts one ranged GET per run of missing (or failed) chunks in `range`, at most
+    /// `per_request` chunks each; every chunk of a run shares that GET.
+    fn start_missing(
+        self: &Arc<Self>,
+        cache: &mut Cache,
+        obj: &Arc<Object>,
+        range: std::ops::Range<u64>,
+        per_request: u64,
+        tick: u64,
+        demand: bool,
+    ) {
+        let mut run: Option<std::ops::Range<u64>> = None;
+        for i in range.clone() {
+            let present = match cache.chunks.get_mut(&(obj.id, i)) {
+                // A failed fetch is not kept: the next read tries again.
+                Some(e) if !matches!(e.fetch.peek(), Some(Err(_))) => {
+                    e.used = tick;
+                    true
+                }
+                _ => false,
+            };
+            match (&mut run, present) {
+                (Some(r), false) if r.end - r.start < per_request => r.end = i + 1,
+                (Some(_), false) => {
+                    if let Some(r) = run.replace(i..i + 1) {
+                        self.start_run(cache, obj, r, tick, demand);
+                    }
+                }
+                (None, false) => run = Some(i..i + 1),
+                (_, true) => {
+                    if let Some(r) = run.take() {
+                        self.start_run(cache, obj, r, tick, demand);
+                    }
+                }
+            }
+        }
+        if let Some(r) = run {
+            self.start_run(cache, obj, r, tick, demand);
+        }
+    }
+
+    fn start_run(
+        self: &Arc<Self>,
+        cache: &mut Cache,
+        obj: &Arc<Object>,
+        run: std::ops::Range<u64>,
+        tick: u64,
+        demand: bool,
+    ) {
+        let c = self.config.chunk;
+        let start = run.start * c;
+        let end = (run.end * c).min(obj.size);
         let me = Arc::clone(self);
         let o = Arc::clone(obj);
         let task = self
             .link
             .runtime()
-            .spawn(async move { me.fetch_chunk(&o, idx).await });
-        let fetch: Fetch = async move {
+            .spawn(async move { me.fetch_range(&o, start, end - start, demand).await });
+        let whole: Fetch = async move {
             task.await
                 .unwrap_or_else(|e| Err(FetchError::Failed(format!("fetch task: {e}"))))
         }
         .boxed()
         .shared();
-        cache.chunks.insert(
-            (obj.id, idx),
-            Cached {
-                fetch: fetch.clone(),
-                used: tick,
-            },
-        );
-        let max = (self.config.cache_bytes / self.config.chunk).max(16) as usize;
-        while cache.chunks.len() > max {
-            let Some(oldest) = cache
+        for i in run {
+            let from = (i * c - start) as usize;
+            let to = ((i + 1) * c).min(end) as usize - start as usize;
+            let w = whole.clone();
+            let fetch: Fetch = async move { w.await.map(|b| b.slice(from..to)) }
+                .boxed()
+                .shared();
+            cache
                 .chunks
-                .iter()
-                .min_by_key(|(_, c)| c.used)
-                .map(|(k, _)| *k)
-            else {
-                break;
-            };
-            cache.chunks.remove(&oldest);
+                .insert((obj.id, i), Cached { fetch, used: tick });
         }
-        fetch
     }
 
     async fn refresh_grant(&self, obj: &Object, new_read: bool) -> Result<String, FetchError> {
@@ -262,7 +346,8 @@ impl WestReader {
             .strip_prefix(self.link.abs(Path::new("")))
             .unwrap_or(&path)
             .to_path_buf();
-        match self.link.grant(&rel, new_read).await {
+        let verify = obj.verify.load(Ordering::Relaxed);
+        match self.link.grant(&rel, new_read, verify).await {
             Ok(r) => {
                 if r.size != obj.size {
                     return Err(FetchError::Failed(format!(
@@ -285,7 +370,7 @@ impl WestReader {
             }
             Err(s) => Err(match s.code() {
                 Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Internal => {
-                    FetchError::Failed(format!("transient: grant: {}", s.message()))
+                    FetchError::Transient(format!("grant: {}", s.message()))
                 }
                 _ => FetchError::Failed(format!("grant refused: {}", s.message())),
             }),
@@ -296,19 +381,29 @@ impl WestReader {
         *obj.grant.lock().await = None;
     }
 
-    /// One chunk, retried while west is unreachable, for at most the configured wait.
-    async fn fetch_chunk(&self, obj: &Object, idx: u64) -> Result<Bytes, FetchError> {
-        let c = self.config.chunk;
-        let start = idx * c;
-        let len = c.min(obj.size.saturating_sub(start));
+    /// `len` bytes from `start`, retried while west is unreachable, for at most the
+    /// configured wait. Read-ahead (`demand` false) waits for one of the limited slots;
+    /// what a reader waits for goes at once.
+    async fn fetch_range(
+        &self,
+        obj: &Object,
+        start: u64,
+        len: u64,
+        demand: bool,
+    ) -> Result<Bytes, FetchError> {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| FetchError::Failed("reader stopped".into()))?;
+        let _slot = if demand {
+            None
+        } else {
+            Some(
+                self.slots
+                    .acquire()
+                    .await
+                    .map_err(|_| FetchError::Failed("reader stopped".into()))?,
+            )
+        };
         let began = Instant::now();
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -318,11 +413,19 @@ impl WestReader {
             };
             let why = match attempt {
                 Ok(b) => return Ok(b),
-                Err(FetchError::NotStub) => return Err(FetchError::NotStub),
-                Err(FetchError::Failed(m)) if m.starts_with("transient: ") => m,
-                Err(FetchError::Failed(m)) if m.starts_with("expired: ") => {
+                Err(FetchError::Transient(m)) => m,
+                Err(FetchError::Expired(m)) => {
                     self.invalidate_grant(obj).await;
                     m
+                }
+                Err(FetchError::Missing(_)) if !obj.verify.swap(true, Ordering::Relaxed) => {
+                    // The unverified grant's key did not hold the data: look it up.
+                    self.invalidate_grant(obj).await;
+                    continue;
+                }
+                Err(FetchError::Missing(m) | FetchError::Failed(m)) => {
+                    tracing::warn!(path = %lock(&obj.path).display(), start, len, "west read refused: {m}");
+                    return Err(FetchError::Failed(m));
                 }
                 Err(e) => return Err(e),
             };
@@ -343,7 +446,7 @@ impl WestReader {
 
     /// One ranged GET through the grant's URL.
     async fn get(&self, url: &str, start: u64, len: u64, size: u64) -> Result<Bytes, FetchError> {
-        let transient = |m: String| FetchError::Failed(format!("transient: {m}"));
+        let transient = FetchError::Transient;
         let req = http::Request::get(url)
             .header(
                 http::header::RANGE,
@@ -357,8 +460,13 @@ impl WestReader {
             .map_err(|e| transient(format!("GET: {e}")))?;
         let status = resp.status();
         if status == http::StatusCode::FORBIDDEN {
-            return Err(FetchError::Failed(format!(
-                "expired: GET answered {status}"
+            return Err(FetchError::Expired(format!("GET answered {status}")));
+        }
+        if status == http::StatusCode::NOT_FOUND
+            || status == http::StatusCode::RANGE_NOT_SATISFIABLE
+        {
+            return Err(FetchError::Missing(format!(
+                "GET bytes {start}+{len} answered {status}"
             )));
         }
         if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
@@ -376,8 +484,8 @@ impl WestReader {
             .and_then(|v| v.rsplit('/').next())
             .and_then(|t| t.parse::<u64>().ok());
         if total != Some(size) {
-            return Err(FetchError::Failed(format!(
-                "west object is {total:?} bytes, the stub says {size}: replaced behind our back?"
+            return Err(FetchError::Missing(format!(
+                "west object is {total:?} bytes, the stub says {size}"
             )));
         }
         let body = tokio::time::timeout(Duration::from_secs(60), resp.into_body().collect())
@@ -407,11 +515,7 @@ impl StubData for Arc<WestReader> {
     ) -> Result<Vec<u8>, Errno> {
         let obj = self.object(rel_path, stub);
         let (need, ahead) = self.plan(&obj, offset, len as u64);
-        let fetches: Vec<(u64, Fetch)> = need.map(|i| (i, self.chunk(&obj, i))).collect();
-        for i in ahead {
-            // Started on the runtime; nobody waits for it here.
-            drop(self.chunk(&obj, i));
-        }
+        let fetches = self.fetches(&obj, need, ahead);
         let c = self.config.chunk;
         let mut out = Vec::with_capacity(len);
         let wait = self.config.west_wait + Duration::from_secs(30);
@@ -423,7 +527,7 @@ impl StubData for Arc<WestReader> {
             let data = match got {
                 Ok(Ok(b)) => b,
                 Ok(Err(FetchError::NotStub)) => return Err(Errno::ESTALE),
-                Ok(Err(FetchError::Failed(_))) | Err(_) => return Err(Errno::EIO),
+                Ok(Err(_)) | Err(_) => return Err(Errno::EIO),
             };
             let from = (offset.max(idx * c) - idx * c) as usize;
             let want = len - out.len();

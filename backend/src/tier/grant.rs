@@ -61,11 +61,15 @@ impl ReadCounts {
 
 impl Tiering {
     /// A read grant for the stub at `abs`. `new_read`: this is an open of the file, counted
-    /// for the read policy (refreshes of an expired grant are not).
+    /// for the read policy (refreshes of an expired grant are not). Without `verify`, a file
+    /// not renamed since its offload is granted at its key without asking west (its data is
+    /// there unless something went wrong, which the reader notices and asks again with
+    /// `verify`, which finds the copy wherever recall would).
     pub async fn read_grant(
         self: &Arc<Self>,
         abs: &Path,
         new_read: bool,
+        verify: bool,
     ) -> Result<Grant, TierError> {
         if !abs.is_absolute() {
             return Err(TierError::Invalid(format!(
@@ -103,16 +107,21 @@ impl Tiering {
         })?;
         let unavailable =
             |what: &str, e: crate::west::WestError| TierError::Unavailable(format!("{what}: {e}"));
-        let (key, _) = self
-            .find_copy(west.as_ref(), &rec, &rel, &stub)
-            .await
-            .map_err(|e| unavailable("find the west copy", e))?
-            .ok_or_else(|| {
-                TierError::NotFound(format!(
-                    "west copy missing: no object of {} bytes owned by west at {}/{}",
-                    stub.size, stub.bucket, stub.key
-                ))
-            })?;
+        let current = crate::west::keys::west_key(&rec.prefix, &rel);
+        let key = if !verify && current.long_path.is_none() && current.key == stub.key {
+            current
+        } else {
+            self.find_copy(west.as_ref(), &rec, &rel, &stub)
+                .await
+                .map_err(|e| unavailable("find the west copy", e))?
+                .ok_or_else(|| {
+                    TierError::NotFound(format!(
+                        "west copy missing: no object of {} bytes owned by west at {}/{}",
+                        stub.size, stub.bucket, stub.key
+                    ))
+                })?
+                .0
+        };
         let url = west
             .presign_read(&stub.bucket, &key, GRANT_TTL)
             .await

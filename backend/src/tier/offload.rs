@@ -327,7 +327,11 @@ impl Tiering {
             .await
             .map_err(|e| west_stop("abort leftover multipart uploads", e))?;
         if stale > 0 {
-            tracing::info!(key = key.key, uploads = stale, "aborted leftover multipart uploads");
+            tracing::info!(
+                key = key.key,
+                uploads = stale,
+                "aborted leftover multipart uploads"
+            );
         }
         let id = west
             .start_upload(&rec.bucket, key, meta, crc, &rec.gpair_value)
