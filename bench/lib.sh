@@ -30,10 +30,13 @@ stop_bg() {
 }
 
 # start NAME DIR CMD...: starts CMD with stdout and stderr in DIR/NAME.{stdout,stderr}; sets PID.
+# The files exist when it returns (wait_line reads them at once).
 start() {
     local name=$1 dir=$2
     shift 2
-    RUST_LOG=$LOG_LEVEL "$@" >"$dir/$name.stdout" 2>"$dir/$name.stderr" &
+    : >"$dir/$name.stdout"
+    : >"$dir/$name.stderr"
+    RUST_LOG=$LOG_LEVEL "$@" >>"$dir/$name.stdout" 2>>"$dir/$name.stderr" &
     PID=$!
 }
 

@@ -18,7 +18,7 @@
 # "Cold" means a fresh mount of the tool (no FUSE-side cache survives) and `sync; echo 3 >
 # /proc/sys/vm/drop_caches` right before the read (so the gateway reads its disk too). Prints a
 # table of medians with ratios and PASS/MISS for the goals. Needs root, /dev/fuse, s3fs, rclone,
-# curl, python3. See docs/benchmarks.md.
+# curl, python3.
 #
 # usage: bench/mount.sh [--rounds K] [--large-mib N] [--small-files N] [--ttfb-samples N]
 #                       [--local-reps N] [--parts LIST] [--rclone-tuned "FLAGS"]
@@ -118,6 +118,8 @@ fi
 SOURCE="git $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 DIRTY=$(git status --porcelain -- s3fs-gateway backend gpair-cli proto Cargo.toml Cargo.lock 2>/dev/null | awk '{print $2}' | tr '\n' ' ')
 [ -n "$DIRTY" ] && SOURCE="$SOURCE + uncommitted changes in: $DIRTY"
+# With --no-build the binaries may be older than the tree: say when they were built.
+SOURCE="$SOURCE; binaries built $(date -u -r "$TARGET/release/gpair-mount" +%Y-%m-%dT%H:%M:%SZ)"
 STAMP=$(date +%Y%m%d-%H%M%S)
 if [ -z "$OUT" ]; then
     mkdir -p "$REPO/bench/results"

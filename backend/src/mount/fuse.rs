@@ -51,6 +51,14 @@ pub struct GpairFs {
     opens: Mutex<Opens>,
 }
 
+/// How the kernel reads and writes an open file.
+enum How {
+    /// Directly, through the backing file.
+    Passthrough(Arc<BackingId>),
+    /// Through the mount, with these open flags.
+    Through(FopenFlags),
+}
+
 /// Open files as the kernel sees them.
 #[derive(Default)]
 struct Opens {
@@ -103,14 +111,14 @@ impl GpairFs {
     }
 
     /// Decides how the kernel reads the file just opened as `fh`: passthrough for a local
-    /// file, through us otherwise. Returns the open flags and, for passthrough, the backing.
+    /// file, through us otherwise.
     fn open_mode(
         &self,
         ino: u64,
         fh: u64,
         flags: i32,
         backing: impl FnOnce(&std::os::fd::OwnedFd) -> std::io::Result<BackingId>,
-    ) -> Option<Arc<BackingId>> {
+    ) -> How {
         let state = match self.core.open_state(fh) {
             Ok(s) => s,
             Err(_) => return self.cached_open(ino, fh),
@@ -119,7 +127,11 @@ impl GpairFs {
             if let Some(r) = &self.reader {
                 r.opened(&state.path, stub);
             }
-            return self.cached_open(ino, fh);
+            self.cached_open(ino, fh);
+            // An offloaded file's data cannot change while it is one: what the kernel cached
+            // of it at an earlier open is still right (and a changed mtime drops it anyway,
+            // FUSE_AUTO_INVAL_DATA).
+            return How::Through(FopenFlags::FOPEN_KEEP_CACHE);
         }
         if !self.passthrough.load(Ordering::Relaxed) {
             return self.cached_open(ino, fh);
@@ -148,14 +160,14 @@ impl GpairFs {
         if flags & libc::O_ACCMODE != libc::O_RDONLY {
             let _ = self.core.mark_written(fh);
         }
-        Some(id)
+        How::Passthrough(id)
     }
 
-    fn cached_open(&self, ino: u64, fh: u64) -> Option<Arc<BackingId>> {
+    fn cached_open(&self, ino: u64, fh: u64) -> How {
         let mut o = self.opens();
         *o.cached.entry(ino).or_default() += 1;
         o.cached_fh.insert(fh, ino);
-        None
+        How::Through(FopenFlags::empty())
     }
 
     fn closed(&self, fh: u64) {
@@ -231,12 +243,14 @@ fn reply_xattr(value: Vec<u8>, size: u32, reply: ReplyXattr) {
 impl Filesystem for GpairFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
-        let _ = config.set_max_readahead(1 << 20);
+        // The kernel's read-ahead for the mount can only be lowered here (it offers its
+        // default, 128 KiB); `run` raises it through sysfs once mounted.
         let _ = config.set_max_background(64);
         let wanted = InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
-            | InitFlags::FUSE_ATOMIC_O_TRUNC;
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_AUTO_INVAL_DATA;
         let _ = config.add_capabilities(wanted & config.capabilities());
         if self.config.passthrough && config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH) {
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
@@ -422,8 +436,10 @@ impl Filesystem for GpairFs {
             Err(e) => return reply.error(err(e)),
         };
         match self.open_mode(ino.0, fh, flags.0, |fd| reply.open_backing(fd)) {
-            Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
-            None => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            How::Passthrough(id) => {
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+            }
+            How::Through(f) => reply.opened(FileHandle(fh), f),
         }
     }
 
@@ -656,7 +672,7 @@ impl Filesystem for GpairFs {
         self.own(req, parent.0, &mut a);
         let attr = file_attr(&a);
         match self.open_mode(a.ino, fh, flags, |fd| reply.open_backing(fd)) {
-            Some(id) => reply.created_passthrough(
+            How::Passthrough(id) => reply.created_passthrough(
                 &TTL,
                 &attr,
                 Generation(0),
@@ -664,13 +680,7 @@ impl Filesystem for GpairFs {
                 FopenFlags::empty(),
                 &id,
             ),
-            None => reply.created(
-                &TTL,
-                &attr,
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-            ),
+            How::Through(f) => reply.created(&TTL, &attr, Generation(0), FileHandle(fh), f),
         }
     }
 

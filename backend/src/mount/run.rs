@@ -138,6 +138,8 @@ pub fn run(config: MountConfig, mounted: impl FnOnce(&Path, &Path)) -> Result<()
             r
         })
         .map_err(mount_err)?;
+    // A stat of the mount point is answered by the session: only now.
+    raise_read_ahead(&mountpoint);
     mounted(&share, &mountpoint);
     let signalled = runtime.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -166,6 +168,29 @@ pub fn run(config: MountConfig, mounted: impl FnOnce(&Path, &Path)) -> Result<()
         Err(_) => Err(mount_err(std::io::Error::other(
             "the FUSE session thread panicked",
         ))),
+    }
+}
+
+/// The kernel's read-ahead for this mount, in KiB: large reads of offloaded files become
+/// 1 MiB FUSE requests instead of 128 KiB ones.
+const READ_AHEAD_KB: u32 = 1024;
+
+/// Raises the mount's read-ahead (its backing device info in sysfs; root only, best
+/// effort: the default works, with smaller requests).
+fn raise_read_ahead(mountpoint: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(md) = std::fs::metadata(mountpoint) else {
+        return;
+    };
+    let dev = md.dev();
+    let path = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    match std::fs::write(&path, format!("{READ_AHEAD_KB}\n")) {
+        Ok(()) => tracing::debug!(path, "read-ahead set to {READ_AHEAD_KB} KiB"),
+        Err(e) => tracing::info!(path, "read-ahead left at the kernel's default: {e}"),
     }
 }
 

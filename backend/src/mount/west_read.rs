@@ -204,9 +204,10 @@ impl WestReader {
         let need = offset / c..end.div_ceil(c);
         let mut s = lock(&obj.seq);
         // Sequential: this read starts where the last ended (give or take a chunk: the
-        // kernel's read-ahead sends reads in parallel), or at the start of the file.
-        let sequential =
-            (s.next > 0 && offset + c >= s.next && offset <= s.next + c) || offset == 0;
+        // kernel's read-ahead sends reads in parallel). A first read is not: it gets its
+        // bytes alone, as fast as they come (time to first byte), and the window opens at
+        // the read that continues it.
+        let sequential = s.next > 0 && offset + c >= s.next && offset <= s.next + c;
         s.window = if sequential {
             (s.window.max(c / 2) * 2).min(self.config.max_window)
         } else {
