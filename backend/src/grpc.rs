@@ -1040,7 +1040,12 @@ impl pb::mount_server::Mount for MountService {
         let path = abs_path_field("path", &r.path)?;
         let g = self
             .tiering
-            .read_grant(&path, r.new_read, r.verify)
+            .read_grant(
+                &path,
+                r.new_read,
+                r.verify,
+                (!r.etag.is_empty()).then_some((r.etag.as_str(), r.offloaded_at_ms)),
+            )
             .await
             .map_err(tier_status)?;
         Ok(Response::new(pb::ReadGrant {
@@ -1058,7 +1063,13 @@ impl pb::mount_server::Mount for MountService {
         let r = req.into_inner();
         self.known(&r.session)?;
         let path = abs_path_field("path", &r.path)?;
-        let was_stub = self.tiering.discard(&path).await.map_err(tier_status)?;
+        // In a task of its own: it holds the file's claim, which a dropped request (client
+        // gone, deadline) must not leave behind.
+        let tiering = Arc::clone(&self.tiering);
+        let was_stub = tokio::spawn(async move { tiering.discard(&path).await })
+            .await
+            .map_err(internal)?
+            .map_err(tier_status)?;
         Ok(Response::new(pb::DiscardResponse { was_stub }))
     }
 }

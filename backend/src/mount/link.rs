@@ -269,6 +269,7 @@ impl Link {
         rel: &Path,
         new_read: bool,
         verify: bool,
+        expect: (&str, i64),
     ) -> Result<pb::ReadGrant, tonic::Status> {
         let path = self.abs(rel).as_os_str().as_bytes().to_vec();
         for attempt in 0..2 {
@@ -277,6 +278,8 @@ impl Link {
                 path: path.clone(),
                 new_read,
                 verify,
+                etag: expect.0.to_owned(),
+                offloaded_at_ms: expect.1,
             });
             req.set_timeout(CALL_TIMEOUT);
             match self.mount_client().read_grant(req).await {
@@ -300,11 +303,13 @@ impl Link {
     /// Starts a recall of `abs` and waits for its job to finish.
     async fn recall_and_wait(&self, abs: &Path) -> Result<(), Errno> {
         let mut admin = pb::admin_client::AdminClient::new(self.channel.clone());
+        let mut req = tonic::Request::new(pb::MigrateRequest {
+            paths: vec![abs.as_os_str().as_bytes().to_vec()],
+            recursive: false,
+        });
+        req.set_timeout(CALL_TIMEOUT);
         let job = admin
-            .recall(pb::MigrateRequest {
-                paths: vec![abs.as_os_str().as_bytes().to_vec()],
-                recursive: false,
-            })
+            .recall(req)
             .await
             .map_err(|e| {
                 tracing::warn!(path = %abs.display(), "recall refused: {}", e.message());
@@ -313,17 +318,25 @@ impl Link {
             .into_inner();
         let started = Instant::now();
         let mut waiting_since: Option<Instant> = None;
-        let mut stream = admin
-            .watch_job(pb::GetJobRequest {
-                id: job.id,
-                files_limit: 0,
-            })
-            .await
-            .map_err(|e| {
+        // The watch itself runs as long as the recall; only getting it started is bounded.
+        let watch = admin.watch_job(pb::GetJobRequest {
+            id: job.id,
+            files_limit: 0,
+        });
+        let mut stream = match tokio::time::timeout(CALL_TIMEOUT, watch).await {
+            Ok(Ok(s)) => s.into_inner(),
+            Ok(Err(e)) => {
                 tracing::warn!(job = job.id, "watching the recall failed: {}", e.message());
-                Errno::EIO
-            })?
-            .into_inner();
+                return Err(Errno::EIO);
+            }
+            Err(_) => {
+                tracing::warn!(
+                    job = job.id,
+                    "the backend did not start the recall's progress stream"
+                );
+                return Err(Errno::EIO);
+            }
+        };
         loop {
             let left = self.waits.recall.saturating_sub(started.elapsed());
             let next = match tokio::time::timeout(left.min(self.waits.west), stream.message()).await

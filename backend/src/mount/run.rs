@@ -206,7 +206,10 @@ fn prepare_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
         path: path.display().to_string(),
         problem,
     };
-    match std::fs::metadata(path) {
+    // Listing it asks the filesystem (a stat may be answered from the kernel's attribute
+    // cache of a mount that just died).
+    let probe = std::fs::read_dir(path).and_then(|_| std::fs::metadata(path));
+    match probe {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             tracing::warn!(mountpoint = %path.display(), "a dead mount is in the way (a crashed gpair-mount?); detaching it");
             detach(path);

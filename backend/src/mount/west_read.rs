@@ -84,6 +84,9 @@ struct Object {
     /// Absolute east path, for grants (the newest seen: the file may be renamed).
     path: Mutex<PathBuf>,
     size: u64,
+    /// The stub record's identity of the data: grants are for this data only.
+    etag: String,
+    offloaded_at_ms: i64,
     grant: tokio::sync::Mutex<Option<(String, Instant)>>,
     /// The next grant must be verified (west did not have the data an unverified one named).
     verify: std::sync::atomic::AtomicBool,
@@ -99,6 +102,9 @@ struct Seq {
 struct Cached {
     fetch: Fetch,
     used: u64,
+    /// The first chunk of the GET it came with: its bytes share that GET's buffer, so the
+    /// chunks of one GET are evicted together (the buffer is freed only then).
+    run: u64,
 }
 
 #[derive(Default)]
@@ -109,7 +115,7 @@ struct Cache {
 
 pub struct WestReader {
     link: Arc<Link>,
-    http: Client<HttpConnector, Empty<Bytes>>,
+    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>,
     config: ReadConfig,
     slots: Arc<Semaphore>,
     objects: Mutex<HashMap<String, Arc<Object>>>,
@@ -128,6 +134,8 @@ impl WestReader {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.enforce_http(false);
+        let connector = https_connector(connector);
         let http = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(config.parallel * 2)
             .build(connector);
@@ -182,6 +190,8 @@ impl WestReader {
                     id: self.next_id.fetch_add(1, Ordering::Relaxed),
                     path: Mutex::new(abs.clone()),
                     size: stub.size,
+                    etag: stub.etag.clone(),
+                    offloaded_at_ms: stub.offloaded_at_ms,
                     grant: tokio::sync::Mutex::new(None),
                     verify: std::sync::atomic::AtomicBool::new(false),
                     seq: Mutex::new(Seq::default()),
@@ -213,7 +223,7 @@ impl WestReader {
         } else {
             0
         };
-        s.next = s.next.max(end);
+        s.next = if sequential { s.next.max(end) } else { end };
         let ahead_end = (end + s.window).min(obj.size).div_ceil(c);
         (need.clone(), need.end..ahead_end.max(need.end))
     }
@@ -244,15 +254,23 @@ impl WestReader {
             .collect();
         let max = (self.config.cache_bytes / c).max(64) as usize;
         if cache.chunks.len() > max {
-            // Evict the least recently used down to 90%, never what this read waits for.
-            let mut by_age: Vec<((u64, u64), u64)> =
-                cache.chunks.iter().map(|(k, e)| (*k, e.used)).collect();
+            // Evict the least recently used GETs (all their chunks) down to 90%, never what
+            // this read uses.
+            let mut runs: HashMap<(u64, u64), u64> = HashMap::new();
+            for ((obj_id, _), e) in &cache.chunks {
+                let used = runs.entry((*obj_id, e.run)).or_insert(0);
+                *used = (*used).max(e.used);
+            }
+            let mut by_age: Vec<((u64, u64), u64)> = runs.into_iter().collect();
             by_age.sort_by_key(|(_, used)| *used);
-            let excess = cache.chunks.len() - max * 9 / 10;
-            for (k, used) in by_age.into_iter().take(excess) {
-                if used != tick {
-                    cache.chunks.remove(&k);
+            let target = max * 9 / 10;
+            for ((obj_id, run), used) in by_age {
+                if cache.chunks.len() <= target || used == tick {
+                    break;
                 }
+                cache
+                    .chunks
+                    .retain(|(o, _), e| !(*o == obj_id && e.run == run));
             }
         }
         out
@@ -322,6 +340,7 @@ impl WestReader {
         }
         .boxed()
         .shared();
+        let first = run.start;
         for i in run {
             let from = (i * c - start) as usize;
             let to = ((i + 1) * c).min(end) as usize - start as usize;
@@ -329,10 +348,33 @@ impl WestReader {
             let fetch: Fetch = async move { w.await.map(|b| b.slice(from..to)) }
                 .boxed()
                 .shared();
-            cache
-                .chunks
-                .insert((obj.id, i), Cached { fetch, used: tick });
+            cache.chunks.insert(
+                (obj.id, i),
+                Cached {
+                    fetch,
+                    used: tick,
+                    run: first,
+                },
+            );
         }
+    }
+
+    /// A fresh demand fetch of one chunk, replacing a failed one.
+    fn refetch(self: &Arc<Self>, obj: &Arc<Object>, idx: u64) -> Fetch {
+        let mut cache = lock(&self.cache);
+        cache.chunks.remove(&(obj.id, idx));
+        cache.tick += 1;
+        let tick = cache.tick;
+        self.start_run(&mut cache, obj, idx..idx + 1, tick, true);
+        cache
+            .chunks
+            .get(&(obj.id, idx))
+            .map(|e| e.fetch.clone())
+            .unwrap_or_else(|| {
+                futures::future::ready(Err(FetchError::Failed("no fetch".into())))
+                    .boxed()
+                    .shared()
+            })
     }
 
     async fn refresh_grant(&self, obj: &Object, new_read: bool) -> Result<String, FetchError> {
@@ -348,7 +390,11 @@ impl WestReader {
             .unwrap_or(&path)
             .to_path_buf();
         let verify = obj.verify.load(Ordering::Relaxed);
-        match self.link.grant(&rel, new_read, verify).await {
+        match self
+            .link
+            .grant(&rel, new_read, verify, (&obj.etag, obj.offloaded_at_ms))
+            .await
+        {
             Ok(r) => {
                 if r.size != obj.size {
                     return Err(FetchError::Failed(format!(
@@ -478,15 +524,15 @@ impl WestReader {
                 "GET bytes {start}+{len} answered {status}"
             )));
         }
-        let total = resp
+        let range = resp
             .headers()
             .get(http::header::CONTENT_RANGE)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit('/').next())
-            .and_then(|t| t.parse::<u64>().ok());
-        if total != Some(size) {
+            .and_then(content_range);
+        let want = (start, start + len - 1, size);
+        if range != Some(want) {
             return Err(FetchError::Missing(format!(
-                "west object is {total:?} bytes, the stub says {size}"
+                "west answered the range {range:?} (first, last, total), not {want:?}"
             )));
         }
         let body = tokio::time::timeout(Duration::from_secs(60), resp.into_body().collect())
@@ -519,12 +565,22 @@ impl StubData for Arc<WestReader> {
         let fetches = self.fetches(&obj, need, ahead);
         let c = self.config.chunk;
         let mut out = Vec::with_capacity(len);
-        let wait = self.config.west_wait + Duration::from_secs(30);
-        for (idx, f) in fetches {
-            let got = self
-                .link
+        // One deadline for the whole read, however many chunks it spans.
+        let deadline =
+            tokio::time::Instant::now() + self.config.west_wait + Duration::from_secs(30);
+        let wait = |f: Fetch| {
+            self.link
                 .runtime()
-                .block_on(async { tokio::time::timeout(wait, f).await });
+                .block_on(async { tokio::time::timeout_at(deadline, f).await })
+        };
+        for (idx, f) in fetches {
+            let got = match wait(f) {
+                // A failure seen first here may be a read-ahead's from a while ago (an outage
+                // since over): this read tries once itself.
+                Ok(Err(FetchError::NotStub)) => return Err(Errno::ESTALE),
+                Ok(Err(_)) => wait(self.refetch(&obj, idx)),
+                r => r,
+            };
             let data = match got {
                 Ok(Ok(b)) => b,
                 Ok(Err(FetchError::NotStub)) => return Err(Errno::ESTALE),
@@ -536,5 +592,47 @@ impl StubData for Arc<WestReader> {
             out.extend_from_slice(data.get(from..to).unwrap_or_default());
         }
         Ok(out)
+    }
+}
+
+/// http:// and https:// gpeers alike (https with the system's trusted roots).
+fn https_connector(http: HttpConnector) -> hyper_rustls::HttpsConnector<HttpConnector> {
+    // ring, named: two crypto providers are linked in (the AWS SDK brings aws-lc).
+    let ring = || Arc::new(rustls::crypto::ring::default_provider());
+    let builder =
+        match hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_native_roots(ring()) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(
+                    "no trusted root certificates ({e}): https west endpoints cannot be read"
+                );
+                let config = rustls::ClientConfig::builder_with_provider(ring())
+                    .with_safe_default_protocol_versions()
+                    .expect("ring supports rustls's default protocol versions")
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth();
+                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
+            }
+        };
+    builder.https_or_http().enable_http1().wrap_connector(http)
+}
+
+/// `bytes FIRST-LAST/TOTAL` of a `Content-Range` header.
+fn content_range(v: &str) -> Option<(u64, u64, u64)> {
+    let (range, total) = v.strip_prefix("bytes ")?.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    Some((first.parse().ok()?, last.parse().ok()?, total.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_range;
+
+    #[test]
+    fn content_range_parses_only_what_it_must() {
+        assert_eq!(content_range("bytes 0-99/1000"), Some((0, 99, 1000)));
+        assert_eq!(content_range("bytes 0-99/*"), None);
+        assert_eq!(content_range("bytes */1000"), None);
+        assert_eq!(content_range("0-99/1000"), None);
     }
 }

@@ -70,6 +70,7 @@ impl Tiering {
         abs: &Path,
         new_read: bool,
         verify: bool,
+        expect: Option<(&str, i64)>,
     ) -> Result<Grant, TierError> {
         if !abs.is_absolute() {
             return Err(TierError::Invalid(format!(
@@ -99,6 +100,14 @@ impl Tiering {
             Err(e) => return Err(TierError::Precondition(e.to_string())),
         };
         Self::stub_belongs(&rec, &stub).map_err(TierError::Precondition)?;
+        if let Some((etag, at)) = expect {
+            if stub.etag != etag || stub.offloaded_at_ms != at {
+                return Err(TierError::Precondition(format!(
+                    "{} holds another offloaded file than the one being read (replaced since it was opened)",
+                    abs.display()
+                )));
+            }
+        }
         let west = self.engine.west_for(&rec.gpeer).ok_or_else(|| {
             TierError::Precondition(format!(
                 "gpeer {} of gpair {} is not known",
@@ -126,7 +135,9 @@ impl Tiering {
             .presign_read(&stub.bucket, &key, GRANT_TTL)
             .await
             .map_err(|e| unavailable("presign a read", e))?;
+        // A file some job is already moving needs no new recall job.
         let recall = new_read
+            && !lock(&self.active).contains_key(abs)
             && match rec.read_policy {
                 ReadPolicy::Recall => true,
                 ReadPolicy::Stream => {
@@ -208,7 +219,16 @@ impl Tiering {
     ) -> Result<bool, TierError> {
         let attr = self.config.stub_xattr.clone();
         let p = abs.to_path_buf();
+        let root = rec.local_path.clone();
         let was_stub = blocking(move || -> Result<bool, String> {
+            // A symlinked directory on the way must not lead outside the share.
+            let inside = p
+                .parent()
+                .and_then(|d| std::fs::canonicalize(d).ok())
+                .is_some_and(|d| d.starts_with(&root));
+            if !inside {
+                return Err(format!("{} is not inside the share", p.display()));
+            }
             use std::os::unix::fs::OpenOptionsExt;
             let f = std::fs::OpenOptions::new()
                 .write(true)
@@ -216,8 +236,10 @@ impl Tiering {
                 .open(&p)
                 .map_err(|e| format!("{}: {e}", p.display()))?;
             match stub::read_fd(&f, &p, &attr) {
-                Ok(Some(_)) | Err(_) => {}
+                Ok(Some(_)) => {}
                 Ok(None) => return Ok(false),
+                // Never truncate on a guess: an unreadable record is the operator's to see.
+                Err(e) => return Err(format!("{}: {e}; not emptying it", p.display())),
             }
             // Empty first, then no record: never a moment where holes read as data.
             f.set_len(0)

@@ -507,7 +507,7 @@ impl Tiering {
             let me = Arc::clone(&self);
             let rt2 = Arc::clone(&rt);
             tasks.spawn(async move {
-                let result = me.process(&rt2, kind, &path).await;
+                let (result, permit) = me.process(&rt2, kind, &path, permit).await;
                 me.finish_file(&rt2, &path, &frec, result);
                 drop(permit);
             });
@@ -573,7 +573,16 @@ impl Tiering {
     /// no-op if that job finished it): whoever asked gets its answer only once the file is
     /// where it was asked to be. A recall also waits for an offload in flight; an offload
     /// of a file being recalled is skipped.
-    async fn process(self: &Arc<Self>, rt: &JobRt, kind: JobKind, path: &Path) -> FileResult {
+    /// The transfer `permit` is given back while the file waits for another job, so that a
+    /// waiting file never holds up transfers.
+    async fn process(
+        self: &Arc<Self>,
+        rt: &JobRt,
+        kind: JobKind,
+        path: &Path,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> (FileResult, Option<tokio::sync::OwnedSemaphorePermit>) {
+        let mut permit = Some(permit);
         loop {
             {
                 let mut active = lock(&self.active);
@@ -587,15 +596,29 @@ impl Tiering {
                             0 => "busy: a mount is truncating it".to_string(),
                             o => format!("busy: job {o} is recalling it"),
                         };
-                        return FileResult::new(Outcome::Skipped, why);
+                        return (FileResult::new(Outcome::Skipped, why), permit);
                     }
                     Some(_) => {}
                 }
             }
+            permit = None;
             if rt.cancel.is_cancelled() || self.cancel.is_cancelled() {
-                return FileResult::new(Outcome::Cancelled, "job cancelled");
+                return (FileResult::new(Outcome::Cancelled, "job cancelled"), None);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if permit.is_none() {
+            // Claimed after a wait: a transfer slot again before moving data.
+            let p = tokio::select! {
+                p = Arc::clone(&self.transfers).acquire_owned() => p.ok(),
+                () = rt.cancel.cancelled() => None,
+                () = self.cancel.cancelled() => None,
+            };
+            if p.is_none() {
+                lock(&self.active).remove(path);
+                return (FileResult::new(Outcome::Cancelled, "job cancelled"), None);
+            }
+            permit = p;
         }
         let result = loop {
             if rt.cancel.is_cancelled() || self.cancel.is_cancelled() {
@@ -660,7 +683,7 @@ impl Tiering {
             }
         };
         lock(&self.active).remove(path);
-        result
+        (result, permit)
     }
 
     // ------------------------------------------------------------ catalog helpers
