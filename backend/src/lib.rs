@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod entry;
 pub mod grpc;
 pub mod mount;
+pub mod policy;
 pub mod registry;
 pub mod session;
 pub mod sync;
