@@ -59,3 +59,32 @@ cpu_s() {
     if [ -z "$1" ]; then echo null; return; fi
     awk -v t="$TCK" '{ sub(/^.*\) /, ""); split($0, f, " "); printf "%.2f\n", (f[12] + f[13]) / t }' "/proc/$1/stat"
 }
+
+# prepare_run KIND BINARY...: what every benchmark run sets up. SOURCE says what was measured
+# (the commit, the source directories that differ from it, when the first BINARY was built);
+# OUT is --out or bench/results/KIND-DATE.jsonl (emptied); WORK a new work directory under
+# TMPDIR, with copies of the BINARY paths in WORK/bin (a build in the shared target directory
+# during the run cannot mix two versions).
+prepare_run() {
+    local kind=$1 dirty
+    shift
+    SOURCE="git $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    dirty=$(git status --porcelain -- s3fs-gateway backend gpair-cli proto Cargo.toml Cargo.lock 2>/dev/null | awk '{print $2}' | tr '\n' ' ')
+    [ -n "$dirty" ] && SOURCE="$SOURCE + uncommitted changes in: $dirty"
+    # With --no-build the binaries may be older than the tree: say when they were built.
+    SOURCE="$SOURCE; binaries built $(date -u -r "$1" +%Y-%m-%dT%H:%M:%SZ)"
+    STAMP=$(date +%Y%m%d-%H%M%S)
+    if [ -z "$OUT" ]; then
+        mkdir -p "$REPO/bench/results"
+        OUT=$REPO/bench/results/$kind-$STAMP.jsonl
+    fi
+    : >"$OUT"
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/$kind-bench.XXXXXX")
+    mkdir -p "$WORK/bin"
+    cp "$@" "$WORK/bin/"
+}
+
+# helper ARGS...: the script's python helper ($HELPER).
+helper() { python3 "$HELPER" "$@"; }
+# jget JSON KEY: one top-level value of a JSON object ("" when missing or null).
+jget() { python3 -c 'import json,sys; v=json.loads(sys.argv[1]).get(sys.argv[2]); print("" if v is None else v)' "$1" "$2"; }

@@ -103,22 +103,7 @@ if [ "$BUILD" = 1 ]; then
     cargo build --release -p s3fs-gateway -p gpair-backend -p gpair-cli
 fi
 
-# What was measured: the commit, and whether the working tree differed from it.
-SOURCE="git $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-DIRTY=$(git status --porcelain -- s3fs-gateway backend gpair-cli proto Cargo.toml Cargo.lock 2>/dev/null | awk '{print $2}' | tr '\n' ' ')
-[ -n "$DIRTY" ] && SOURCE="$SOURCE + uncommitted changes in: $DIRTY"
-STAMP=$(date +%Y%m%d-%H%M%S)
-if [ -z "$OUT" ]; then
-    mkdir -p "$REPO/bench/results"
-    OUT=$REPO/bench/results/migrate-$STAMP.jsonl
-fi
-: >"$OUT"
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/migrate-bench.XXXXXX")
-# The run uses copies of the binaries: a build in the shared target directory during the run
-# cannot mix two versions.
-mkdir -p "$WORK/bin"
-cp "$GW" "$DAEMON" "$GPAIR" "$WORK/bin/"
+prepare_run migrate "$DAEMON" "$GW" "$GPAIR"
 GW=$WORK/bin/s3fs-gateway
 DAEMON=$WORK/bin/gpair-backend
 GPAIR=$WORK/bin/gpair
@@ -146,8 +131,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-helper() { python3 "$HELPER" "$@"; }
-jget() { python3 -c 'import json,sys; v=json.loads(sys.argv[1]).get(sys.argv[2]); print("" if v is None else v)' "$1" "$2"; }
 
 logs_tail() {
     echo "--- daemon log (tail) ---" >&2; tail -n 30 "$WORK/daemon.stderr" >&2 || true

@@ -343,13 +343,13 @@ def report(path, goals):
                "MB = 10^6 bytes; CPU-s/GiB = (daemon + gateway + client CPU seconds) per GiB moved; "
                "load avg = the 1-minute load average when the phase started, round by round%s." % (
                    rounds, " (%.2f..%.2f over the run)" % (min(loads), max(loads)) if loads else ""))
-    out.append("")
-    out.append("Goals:")
-    out.append("")
-    out.append("```")
-    out.extend(verdicts or ["(no gpair phase with a peer to compare)"])
-    out.append("```")
+    out.extend(goals_block(verdicts, "(no gpair phase with a peer to compare)"))
     print("\n".join(out))
+
+
+def goals_block(verdicts, none):
+    """The report's closing lines: its PASS/MISS verdicts, or `none` without any."""
+    return ["", "Goals:", "", "```", *(verdicts or [none]), "```"]
 
 
 if __name__ == "__main__":

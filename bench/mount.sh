@@ -114,25 +114,8 @@ if [ "$BUILD" = 1 ]; then
     cargo build --release --bins -p s3fs-gateway -p gpair-backend -p gpair-cli
 fi
 
-# What was measured: the commit, and whether the working tree differed from it.
-SOURCE="git $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-DIRTY=$(git status --porcelain -- s3fs-gateway backend gpair-cli proto Cargo.toml Cargo.lock 2>/dev/null | awk '{print $2}' | tr '\n' ' ')
-[ -n "$DIRTY" ] && SOURCE="$SOURCE + uncommitted changes in: $DIRTY"
-# With --no-build the binaries may be older than the tree: say when they were built.
-SOURCE="$SOURCE; binaries built $(date -u -r "$TARGET/release/gpair-mount" +%Y-%m-%dT%H:%M:%SZ)"
-STAMP=$(date +%Y%m%d-%H%M%S)
-if [ -z "$OUT" ]; then
-    mkdir -p "$REPO/bench/results"
-    OUT=$REPO/bench/results/mount-$STAMP.jsonl
-fi
-: >"$OUT"
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/mount-bench.XXXXXX")
-# The run uses copies of the binaries: a build in the shared target directory during the run
-# cannot mix two versions.
-mkdir -p "$WORK/bin"
-cp "$TARGET/release/s3fs-gateway" "$TARGET/release/gpair-backend" "$TARGET/release/gpair" \
-    "$TARGET/release/gpair-mount" "$WORK/bin/"
+prepare_run mount "$TARGET/release/gpair-mount" "$TARGET/release/s3fs-gateway" \
+    "$TARGET/release/gpair-backend" "$TARGET/release/gpair"
 GW=$WORK/bin/s3fs-gateway
 DAEMON=$WORK/bin/gpair-backend
 GPAIR=$WORK/bin/gpair
@@ -181,8 +164,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-helper() { python3 "$HELPER" "$@"; }
-jget() { python3 -c 'import json,sys; v=json.loads(sys.argv[1]).get(sys.argv[2]); print("" if v is None else v)' "$1" "$2"; }
 
 logs_tail() {
     echo "--- daemon log (tail) ---" >&2; tail -n 20 "$WORK/daemon.stderr" >&2 || true

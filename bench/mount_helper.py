@@ -30,7 +30,7 @@ import sys
 import time
 import urllib.parse
 
-from migrate_helper import CHUNK, fmt, med, cell, timed
+from migrate_helper import CHUNK, fmt, med, cell, timed, goals_block
 
 SMALL_MIN = 4 << 10
 SMALL_MAX = 64 << 10
@@ -335,12 +335,7 @@ def report(path):
                "gpair-mount made (its exit summary); load avg = 1-minute load average when the "
                "read started, round by round%s." % (
                    rounds, " (%.2f..%.2f over the run)" % (min(loads), max(loads)) if loads else ""))
-    out.append("")
-    out.append("Goals:")
-    out.append("")
-    out.append("```")
-    out.extend(verdicts or ["(nothing to compare)"])
-    out.append("```")
+    out.extend(goals_block(verdicts, "(nothing to compare)"))
     print("\n".join(out))
 
 

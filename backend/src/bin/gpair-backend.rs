@@ -32,13 +32,7 @@ fn main() -> ExitCode {
     // Two TLS crypto providers are linked in (ring for gRPC, aws-lc for the AWS SDK); say which
     // one the gRPC listener uses.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    gpair_backend::init_logging();
     let config = match gpair_backend::config::Config::from_file(&config_path) {
         Ok(c) => c,
         Err(e) => return fail(&e),

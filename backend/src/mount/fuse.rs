@@ -110,6 +110,17 @@ impl GpairFs {
         }
     }
 
+    /// Replies with a new entry, given to the caller first.
+    fn new_entry(&self, req: &Request, parent: u64, r: Result<Attr, Errno>, reply: ReplyEntry) {
+        entry_reply(
+            reply,
+            r.map(|mut a| {
+                self.own(req, parent, &mut a);
+                a
+            }),
+        );
+    }
+
     /// Decides how the kernel reads the file just opened as `fh`: passthrough for a local
     /// file, through us otherwise.
     fn open_mode(
@@ -230,6 +241,27 @@ fn time_set(t: TimeOrNow) -> TimeSet {
     }
 }
 
+fn empty(reply: ReplyEmpty, r: Result<(), Errno>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(err(e)),
+    }
+}
+
+fn attr_reply(reply: ReplyAttr, r: Result<Attr, Errno>) {
+    match r {
+        Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+        Err(e) => reply.error(err(e)),
+    }
+}
+
+fn entry_reply(reply: ReplyEntry, r: Result<Attr, Errno>) {
+    match r {
+        Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+        Err(e) => reply.error(err(e)),
+    }
+}
+
 fn reply_xattr(value: Vec<u8>, size: u32, reply: ReplyXattr) {
     if size == 0 {
         reply.size(u32::try_from(value.len()).unwrap_or(u32::MAX));
@@ -270,10 +302,7 @@ impl Filesystem for GpairFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.core.lookup(parent.0, name) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
-            Err(e) => reply.error(err(e)),
-        }
+        entry_reply(reply, self.core.lookup(parent.0, name))
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -281,10 +310,7 @@ impl Filesystem for GpairFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.core.getattr(ino.0, fh.map(|f| f.0)) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
-            Err(e) => reply.error(err(e)),
-        }
+        attr_reply(reply, self.core.getattr(ino.0, fh.map(|f| f.0)))
     }
 
     fn setattr(
@@ -313,10 +339,7 @@ impl Filesystem for GpairFs {
             atime: atime.map(time_set),
             mtime: mtime.map(time_set),
         };
-        match self.core.setattr(ino.0, fh.map(|f| f.0), &set) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
-            Err(e) => reply.error(err(e)),
-        }
+        attr_reply(reply, self.core.setattr(ino.0, fh.map(|f| f.0), &set))
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -336,16 +359,10 @@ impl Filesystem for GpairFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        match self
+        let r = self
             .core
-            .mknod(parent.0, name, mode & !umask, u64::from(rdev))
-        {
-            Ok(mut a) => {
-                self.own(req, parent.0, &mut a);
-                reply.entry(&TTL, &file_attr(&a), Generation(0));
-            }
-            Err(e) => reply.error(err(e)),
-        }
+            .mknod(parent.0, name, mode & !umask, u64::from(rdev));
+        self.new_entry(req, parent.0, r, reply);
     }
 
     fn mkdir(
@@ -357,27 +374,20 @@ impl Filesystem for GpairFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        match self.core.mkdir(parent.0, name, mode & !umask) {
-            Ok(mut a) => {
-                self.own(req, parent.0, &mut a);
-                reply.entry(&TTL, &file_attr(&a), Generation(0));
-            }
-            Err(e) => reply.error(err(e)),
-        }
+        self.new_entry(
+            req,
+            parent.0,
+            self.core.mkdir(parent.0, name, mode & !umask),
+            reply,
+        )
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.core.unlink(parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(e)),
-        }
+        empty(reply, self.core.unlink(parent.0, name))
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.core.rmdir(parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(e)),
-        }
+        empty(reply, self.core.rmdir(parent.0, name))
     }
 
     fn symlink(
@@ -388,13 +398,12 @@ impl Filesystem for GpairFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        match self.core.symlink(parent.0, link_name, target.as_os_str()) {
-            Ok(mut a) => {
-                self.own(req, parent.0, &mut a);
-                reply.entry(&TTL, &file_attr(&a), Generation(0));
-            }
-            Err(e) => reply.error(err(e)),
-        }
+        self.new_entry(
+            req,
+            parent.0,
+            self.core.symlink(parent.0, link_name, target.as_os_str()),
+            reply,
+        )
     }
 
     fn rename(
@@ -407,13 +416,11 @@ impl Filesystem for GpairFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match self
-            .core
-            .rename(parent.0, name, newparent.0, newname, flags.bits())
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(e)),
-        }
+        empty(
+            reply,
+            self.core
+                .rename(parent.0, name, newparent.0, newname, flags.bits()),
+        )
     }
 
     fn link(
@@ -424,10 +431,7 @@ impl Filesystem for GpairFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.core.link(ino.0, newparent.0, newname) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
-            Err(e) => reply.error(err(e)),
-        }
+        entry_reply(reply, self.core.link(ino.0, newparent.0, newname))
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -486,10 +490,7 @@ impl Filesystem for GpairFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.core.flush(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(e)),
-        }
+        empty(reply, self.core.flush(fh.0))
     }
 
     fn release(
@@ -504,10 +505,7 @@ impl Filesystem for GpairFs {
     ) {
         let r = self.core.release(fh.0);
         self.closed(fh.0);
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(e)),
-        }
+        empty(reply, r);
     }
 
     fn fsync(
@@ -518,10 +516,7 @@ impl Filesystem for GpairFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.core.fsync(fh.0, datasync) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(e)),
-        }
+        empty(reply, self.core.fsync(fh.0, datasync))
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -580,10 +575,7 @@ impl Filesystem for GpairFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        match self.core.releasedir(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(e)),
-        }
+        empty(reply, self.core.releasedir(fh.0))
     }
 
     fn fsyncdir(
@@ -594,10 +586,7 @@ impl Filesystem for GpairFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.core.fsyncdir(fh.0, datasync) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(e)),
-        }
+        empty(reply, self.core.fsyncdir(fh.0, datasync))
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
@@ -619,10 +608,7 @@ impl Filesystem for GpairFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        match self.core.setxattr(ino.0, name, value, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(e)),
-        }
+        empty(reply, self.core.setxattr(ino.0, name, value, flags))
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -640,10 +626,7 @@ impl Filesystem for GpairFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.core.removexattr(ino.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(e)),
-        }
+        empty(reply, self.core.removexattr(ino.0, name))
     }
 
     /// The kernel checks permissions itself (`default_permissions`); what reaches here is
@@ -694,9 +677,6 @@ impl Filesystem for GpairFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match self.core.fallocate(fh.0, offset, length, mode) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(e)),
-        }
+        empty(reply, self.core.fallocate(fh.0, offset, length, mode))
     }
 }

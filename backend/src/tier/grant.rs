@@ -60,6 +60,22 @@ impl ReadCounts {
 }
 
 impl Tiering {
+    /// The gpair and relative path of `abs`, which must be absolute and below a bound share.
+    fn locate_abs(&self, abs: &Path) -> Result<(crate::registry::GpairRecord, Vec<u8>), TierError> {
+        if !abs.is_absolute() {
+            return Err(TierError::Invalid(format!(
+                "path {} is not absolute",
+                abs.display()
+            )));
+        }
+        self.locate(abs).ok_or_else(|| {
+            TierError::Precondition(format!(
+                "{} is not under the share of any bound gpair",
+                abs.display()
+            ))
+        })
+    }
+
     /// A read grant for the stub at `abs`. `new_read`: this is an open of the file, counted
     /// for the read policy (refreshes of an expired grant are not). Without `verify`, a file
     /// not renamed since its offload is granted at its key without asking west (its data is
@@ -72,18 +88,7 @@ impl Tiering {
         verify: bool,
         expect: Option<(&str, i64)>,
     ) -> Result<Grant, TierError> {
-        if !abs.is_absolute() {
-            return Err(TierError::Invalid(format!(
-                "path {} is not absolute",
-                abs.display()
-            )));
-        }
-        let (rec, rel) = self.locate(abs).ok_or_else(|| {
-            TierError::Precondition(format!(
-                "{} is not under the share of any bound gpair",
-                abs.display()
-            ))
-        })?;
+        let (rec, rel) = self.locate_abs(abs)?;
         let attr = self.config.stub_xattr.clone();
         let p = abs.to_path_buf();
         let read = blocking(move || stub::read_path(&p, &attr))
@@ -178,18 +183,7 @@ impl Tiering {
     /// freed) and a sync of the path moves the old object to the trash. Returns whether the
     /// file was a stub.
     pub async fn discard(self: &Arc<Self>, abs: &Path) -> Result<bool, TierError> {
-        if !abs.is_absolute() {
-            return Err(TierError::Invalid(format!(
-                "path {} is not absolute",
-                abs.display()
-            )));
-        }
-        let (rec, rel) = self.locate(abs).ok_or_else(|| {
-            TierError::Precondition(format!(
-                "{} is not under the share of any bound gpair",
-                abs.display()
-            ))
-        })?;
+        let (rec, rel) = self.locate_abs(abs)?;
         // Claim the file as a job would (job 0: no job).
         loop {
             {
