@@ -384,8 +384,7 @@ impl Core {
                     if FileKind::from_mode(st.st_mode) == FileKind::Directory {
                         return Err(Errno::EISDIR);
                     }
-                    self.discard_if_truncating(p.as_fd(), &st, &path, flags)?;
-                    break (sys::reopen(p.as_fd(), pass)?, false, st);
+                    break (self.open_existing(p.as_fd(), &st, &path, flags)?, false, st);
                 }
                 // Removed between the two opens: try again.
                 Err(Errno::ENOENT) if raced < 8 => raced += 1,
@@ -414,8 +413,7 @@ impl Core {
     pub fn open(&self, ino: u64, flags: i32) -> Res<u64> {
         let n = self.resolve(ino)?;
         openable(&n.st)?;
-        self.discard_if_truncating(n.fd.as_fd(), &n.st, &n.path, flags)?;
-        let fd = sys::reopen(n.fd.as_fd(), flags & OPEN_FLAGS)?;
+        let fd = self.open_existing(n.fd.as_fd(), &n.st, &n.path, flags)?;
         let wrote = self.settle_open(fd.as_fd(), &n.path, flags, &n.st)?;
         Ok(self.add_handle(Handle {
             ino,
@@ -858,6 +856,33 @@ impl Core {
             return self.discard(path, fd);
         }
         self.recall(path, fd)
+    }
+
+    /// Opens the existing entry `p` (an `O_PATH` descriptor; `st` its attributes) with
+    /// `flags`. A truncating open of a stub must not truncate before the backend has emptied
+    /// it (serialized with migrations: a recall in flight would write the old data back), and
+    /// the file may become a stub at any moment before the open: so the file is opened
+    /// without `O_TRUNC`, emptied if it is a stub, then truncated.
+    fn open_existing(
+        &self,
+        p: BorrowedFd<'_>,
+        st: &libc::stat,
+        path: &Path,
+        flags: i32,
+    ) -> Res<OwnedFd> {
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let regular = FileKind::from_mode(st.st_mode) == FileKind::Regular;
+        if flags & libc::O_TRUNC == 0 || !writable || !regular {
+            // (`O_RDONLY | O_TRUNC` truncates too on Linux; no descriptor could do it after.)
+            self.discard_if_truncating(p, st, path, flags)?;
+            return sys::reopen(p, flags & OPEN_FLAGS);
+        }
+        let fd = sys::reopen(p, flags & OPEN_FLAGS & !libc::O_TRUNC)?;
+        if self.stub_of_open(fd.as_fd(), path)?.is_some() {
+            self.discard(path, fd.as_fd())?;
+        }
+        sys::ftruncate(fd.as_fd(), 0)?;
+        Ok(fd)
     }
 
     /// An `O_TRUNC` open of a stub: emptied (without a fetch, serialized with migrations)
