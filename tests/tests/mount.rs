@@ -652,3 +652,54 @@ fn a_file_open_for_writing_through_the_mount_is_not_released_until_closed() {
     assert!(is_remote(&w, &f));
     assert!(std::fs::read(m.path("open.bin")).unwrap() == data);
 }
+
+#[test]
+fn local_files_keep_working_while_many_readers_wait_on_west() {
+    if skip() {
+        return;
+    }
+    let mut w = world("");
+    // More waiting readers than the mount has worker threads (16), each on a file of its own
+    // (readers of one file would wait on one page in the kernel, not on the mount).
+    let data: Vec<Vec<u8>> = (0..24).map(|i| test_bytes(65_536, 71 + i)).collect();
+    for (i, d) in data.iter().enumerate() {
+        w.write(&format!("cold/{i}.bin"), d);
+    }
+    w.write("hot.txt", b"local data\n");
+    w.synced();
+    offload(&w, &[&w.share.join("cold")]);
+    let m = w.mount(&["--west-wait", "120"]);
+    w.gw.kill();
+    let mut readers: Vec<std::process::Child> = (0..24)
+        .map(|i| {
+            Command::new("cat")
+                .arg(m.path(&format!("cold/{i}.bin")))
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // Local work goes on while every reader still waits for west.
+    assert_eq!(std::fs::read(m.path("hot.txt")).unwrap(), b"local data\n");
+    std::fs::write(m.path("new.txt"), b"written meanwhile\n").unwrap();
+    std::fs::rename(m.path("new.txt"), m.path("renamed.txt")).unwrap();
+    assert!(std::fs::read_dir(&m.dir).unwrap().count() >= 3);
+    let still_waiting = readers
+        .iter_mut()
+        .map(|r| r.try_wait().unwrap())
+        .filter(Option::is_none)
+        .count();
+    assert_eq!(
+        still_waiting, 24,
+        "the readers were answered before west came back"
+    );
+    for r in &mut readers {
+        r.kill().unwrap();
+        r.wait().unwrap();
+    }
+    w.gw.start_again();
+    for (i, d) in data.iter().enumerate() {
+        assert!(std::fs::read(m.path(&format!("cold/{i}.bin"))).unwrap() == *d);
+    }
+}

@@ -43,6 +43,14 @@ pub struct ShellConfig {
 }
 
 pub struct GpairFs {
+    shell: Arc<Shell>,
+    /// Where calls that may wait on west (reads of stubs, recalls before writes) run, so
+    /// that the session's worker threads stay free for everything else.
+    pool: tokio::runtime::Handle,
+}
+
+/// The shell's state, shared with the calls running on the pool.
+pub struct Shell {
     core: Arc<Core>,
     reader: Option<Arc<WestReader>>,
     config: ShellConfig,
@@ -71,24 +79,48 @@ struct Opens {
 }
 
 impl GpairFs {
-    pub fn new(core: Arc<Core>, reader: Option<Arc<WestReader>>, config: ShellConfig) -> Self {
+    pub fn new(
+        core: Arc<Core>,
+        reader: Option<Arc<WestReader>>,
+        config: ShellConfig,
+        pool: tokio::runtime::Handle,
+    ) -> Self {
         Self {
-            core,
-            reader,
-            config,
-            passthrough: AtomicBool::new(false),
-            opens: Mutex::new(Opens::default()),
+            shell: Arc::new(Shell {
+                core,
+                reader,
+                config,
+                passthrough: AtomicBool::new(false),
+                opens: Mutex::new(Opens::default()),
+            }),
+            pool,
         }
     }
 
+    /// Runs `f` with the shell on the pool (it replies itself).
+    fn off_thread(&self, f: impl FnOnce(&Shell) + Send + 'static) {
+        let shell = Arc::clone(&self.shell);
+        drop(self.pool.spawn_blocking(move || f(&shell)));
+    }
+}
+
+impl std::ops::Deref for GpairFs {
+    type Target = Shell;
+
+    fn deref(&self) -> &Shell {
+        &self.shell
+    }
+}
+
+impl Shell {
     fn opens(&self) -> std::sync::MutexGuard<'_, Opens> {
         self.opens.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Gives a new entry to the caller (see the module doc). A failure is logged: the entry
     /// exists, owned by the mount.
-    fn own(&self, req: &Request, parent: u64, attr: &mut Attr) {
-        if !self.config.own_for_caller || (req.uid() == attr.uid && req.gid() == attr.gid) {
+    fn own(&self, (uid, gid): (u32, u32), parent: u64, attr: &mut Attr) {
+        if !self.config.own_for_caller || (uid == attr.uid && gid == attr.gid) {
             return;
         }
         let setgid = self
@@ -96,15 +128,15 @@ impl GpairFs {
             .getattr(parent, None)
             .is_ok_and(|p| p.mode & libc::S_ISGID != 0);
         let set = SetAttr {
-            uid: Some(req.uid()),
-            gid: (!setgid).then_some(req.gid()),
+            uid: Some(uid),
+            gid: (!setgid).then_some(gid),
             ..SetAttr::default()
         };
         match self.core.setattr(attr.ino, None, &set) {
             Ok(a) => *attr = a,
             Err(e) => tracing::warn!(
                 ino = attr.ino,
-                uid = req.uid(),
+                uid,
                 "giving a new entry to its creator failed: {e}"
             ),
         }
@@ -115,7 +147,7 @@ impl GpairFs {
         entry_reply(
             reply,
             r.map(|mut a| {
-                self.own(req, parent, &mut a);
+                self.own((req.uid(), req.gid()), parent, &mut a);
                 a
             }),
         );
@@ -339,7 +371,13 @@ impl Filesystem for GpairFs {
             atime: atime.map(time_set),
             mtime: mtime.map(time_set),
         };
-        attr_reply(reply, self.core.setattr(ino.0, fh.map(|f| f.0), &set))
+        let fh = fh.map(|f| f.0);
+        if set.size.is_some() {
+            // Resizing a stub recalls it (or empties it through the backend): on the pool.
+            self.off_thread(move |s| attr_reply(reply, s.core.setattr(ino.0, fh, &set)));
+        } else {
+            attr_reply(reply, self.core.setattr(ino.0, fh, &set));
+        }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -434,16 +472,24 @@ impl Filesystem for GpairFs {
         entry_reply(reply, self.core.link(ino.0, newparent.0, newname))
     }
 
+    /// An open for writing may wait for a recall: on the pool.
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let fh = match self.core.open(ino.0, flags.0) {
-            Ok(fh) => fh,
-            Err(e) => return reply.error(err(e)),
-        };
-        match self.open_mode(ino.0, fh, flags.0, |fd| reply.open_backing(fd)) {
-            How::Passthrough(id) => {
-                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+        let open = move |s: &Shell| {
+            let fh = match s.core.open(ino.0, flags.0) {
+                Ok(fh) => fh,
+                Err(e) => return reply.error(err(e)),
+            };
+            match s.open_mode(ino.0, fh, flags.0, |fd| reply.open_backing(fd)) {
+                How::Passthrough(id) => {
+                    reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+                }
+                How::Through(f) => reply.opened(FileHandle(fh), f),
             }
-            How::Through(f) => reply.opened(FileHandle(fh), f),
+        };
+        if flags.0 & (libc::O_ACCMODE | libc::O_TRUNC) == libc::O_RDONLY {
+            open(self);
+        } else {
+            self.off_thread(open);
         }
     }
 
@@ -458,10 +504,11 @@ impl Filesystem for GpairFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.core.read(fh.0, offset, size as usize) {
+        // A read of a stub may wait on west.
+        self.off_thread(move |s| match s.core.read(fh.0, offset, size as usize) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(err(e)),
-        }
+        });
     }
 
     fn write(
@@ -476,10 +523,12 @@ impl Filesystem for GpairFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.core.write(fh.0, offset, data) {
+        // A write to a stub recalls it first.
+        let data = data.to_vec();
+        self.off_thread(move |s| match s.core.write(fh.0, offset, &data) {
             Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
             Err(e) => reply.error(err(e)),
-        }
+        });
     }
 
     fn flush(
@@ -648,23 +697,28 @@ impl Filesystem for GpairFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let (mut a, fh) = match self.core.create(parent.0, name, mode & !umask, flags) {
-            Ok(r) => r,
-            Err(e) => return reply.error(err(e)),
-        };
-        self.own(req, parent.0, &mut a);
-        let attr = file_attr(&a);
-        match self.open_mode(a.ino, fh, flags, |fd| reply.open_backing(fd)) {
-            How::Passthrough(id) => reply.created_passthrough(
-                &TTL,
-                &attr,
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-                &id,
-            ),
-            How::Through(f) => reply.created(&TTL, &attr, Generation(0), FileHandle(fh), f),
-        }
+        // Over an existing stub, a create for writing recalls it: on the pool.
+        let caller = (req.uid(), req.gid());
+        let name = name.to_os_string();
+        self.off_thread(move |s| {
+            let (mut a, fh) = match s.core.create(parent.0, &name, mode & !umask, flags) {
+                Ok(r) => r,
+                Err(e) => return reply.error(err(e)),
+            };
+            s.own(caller, parent.0, &mut a);
+            let attr = file_attr(&a);
+            match s.open_mode(a.ino, fh, flags, |fd| reply.open_backing(fd)) {
+                How::Passthrough(id) => reply.created_passthrough(
+                    &TTL,
+                    &attr,
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                    &id,
+                ),
+                How::Through(f) => reply.created(&TTL, &attr, Generation(0), FileHandle(fh), f),
+            }
+        });
     }
 
     fn fallocate(
@@ -677,6 +731,6 @@ impl Filesystem for GpairFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.core.fallocate(fh.0, offset, length, mode))
+        self.off_thread(move |s| empty(reply, s.core.fallocate(fh.0, offset, length, mode)));
     }
 }

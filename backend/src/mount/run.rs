@@ -103,6 +103,7 @@ pub fn run(config: MountConfig, mounted: impl FnOnce(&Path, &Path)) -> Result<()
             passthrough: config.passthrough,
             own_for_caller: root,
         },
+        runtime.handle().clone(),
     );
     let mut options = vec![
         fuser::MountOption::FSName(format!("gpair:{}", share.display())),
