@@ -26,7 +26,7 @@ struct Args {
         default_value = "/run/gpair/backend.sock"
     )]
     backend: PathBuf,
-    /// FUSE worker threads; each read waiting on west or write waiting on a recall holds one.
+    /// FUSE worker threads (calls that may wait on west run on a pool of their own).
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: u16,
     /// Serve local files through the mount instead of handing them to the kernel (FUSE

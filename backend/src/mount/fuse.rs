@@ -9,8 +9,9 @@
 //! - **Ownership** under `allow_other`: the core creates entries with the mount's
 //!   credentials; the shell then gives new entries the caller's uid (and gid, unless the
 //!   parent directory is setgid). The kernel checks permissions (`default_permissions`).
-//! - Blocking: the session runs several worker threads, so a read waiting on west or a
-//!   write waiting on a recall holds one thread, not the mount.
+//! - Blocking: calls that may wait on west (reads, writes, opens for writing, creates,
+//!   resizes, fallocate) run on a blocking pool and reply from there, so the session's worker
+//!   threads stay free for local files however many readers wait on an unreachable west.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
