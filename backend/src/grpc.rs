@@ -406,6 +406,7 @@ impl pb::admin_server::Admin for AdminService {
             retain_deleted_days: r.retain_deleted_days,
             read_policy,
             recall_after_reads: r.recall_after_reads,
+            policy: None,
         };
         self.engine
             .catalog
@@ -697,6 +698,71 @@ impl pb::admin_server::Admin for AdminService {
             vec![self.quota_pb(&rec)]
         };
         Ok(Response::new(pb::GetQuotasResponse { quotas }))
+    }
+
+    async fn set_policy(
+        &self,
+        req: Request<pb::SetPolicyRequest>,
+    ) -> Result<Response<pb::Policy>, Status> {
+        let r = req.into_inner();
+        let rules = if r.clear {
+            None
+        } else {
+            let rules = rules_from_pb(r.rules.unwrap_or_default());
+            rules.compile().map_err(invalid)?;
+            Some(rules)
+        };
+        let _guard = self.registry_lock.lock().await;
+        let (mut rec, _) = self.find_gpair(&r.name)?;
+        rec.policy = rules;
+        self.engine
+            .catalog
+            .put(CF_REGISTRY, &registry_key(GPAIR_PREFIX, &rec.name), &rec)
+            .map_err(internal)?;
+        self.engine.set_gpair_record(rec.clone());
+        tracing::info!(gpair = rec.name, policy = ?rec.policy, "policy set");
+        Ok(Response::new(policy_pb(&rec)))
+    }
+
+    async fn get_policy(
+        &self,
+        req: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::Policy>, Status> {
+        let (rec, _) = self.find_gpair(&req.get_ref().name)?;
+        Ok(Response::new(policy_pb(&rec)))
+    }
+
+    async fn explain(
+        &self,
+        req: Request<pb::ExplainRequest>,
+    ) -> Result<Response<pb::Explanation>, Status> {
+        let r = req.into_inner();
+        let path = abs_path_field("path", &r.path)?;
+        let e = crate::policy::explain::explain(&self.tiering, &path)
+            .await
+            .map_err(tier_status)?;
+        Ok(Response::new(pb::Explanation {
+            path: r.path,
+            gpair: e.gpair,
+            state: e.state.into(),
+            verdict: e.verdict.into(),
+            reason: e.reason,
+            pinned_by: e
+                .pinned_by
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            noatime: e.noatime,
+            reads: e.reads,
+        }))
+    }
+
+    async fn pin(&self, req: Request<pb::PinRequest>) -> Result<Response<pb::PinResponse>, Status> {
+        let r = req.into_inner();
+        let path = abs_path_field("path", &r.path)?;
+        let changed = crate::policy::explain::pin(&self.tiering, &path, r.unpin)
+            .await
+            .map_err(tier_status)?;
+        Ok(Response::new(pb::PinResponse { changed }))
     }
 }
 
@@ -1103,5 +1169,37 @@ fn read_policy_pb(p: ReadPolicy) -> pb::ReadPolicy {
     match p {
         ReadPolicy::Stream => pb::ReadPolicy::Stream,
         ReadPolicy::Recall => pb::ReadPolicy::Recall,
+    }
+}
+
+fn rules_from_pb(r: pb::PolicyRules) -> crate::policy::rules::Rules {
+    crate::policy::rules::Rules {
+        idle_secs: r.idle_secs,
+        unmodified_secs: r.unmodified_secs,
+        min_size: r.min_size,
+        max_size: r.max_size,
+        include: r.include,
+        exclude: r.exclude,
+        owners: r.owners,
+        min_age_secs: r
+            .min_age_secs
+            .unwrap_or(crate::policy::rules::DEFAULT_MIN_AGE_SECS),
+    }
+}
+
+fn policy_pb(rec: &GpairRecord) -> pb::Policy {
+    pb::Policy {
+        name: rec.name.clone(),
+        set: rec.policy.is_some(),
+        rules: rec.policy.as_ref().map(|r| pb::PolicyRules {
+            idle_secs: r.idle_secs,
+            unmodified_secs: r.unmodified_secs,
+            min_size: r.min_size,
+            max_size: r.max_size,
+            include: r.include.clone(),
+            exclude: r.exclude.clone(),
+            owners: r.owners.clone(),
+            min_age_secs: Some(r.min_age_secs),
+        }),
     }
 }

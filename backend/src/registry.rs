@@ -56,6 +56,9 @@ pub struct GpairRecord {
     /// times within an hour through mounts (0 = never).
     #[serde(default)]
     pub recall_after_reads: u32,
+    /// The offload policy (`gpair policy set`), if any.
+    #[serde(default)]
+    pub policy: Option<crate::policy::rules::Rules>,
 }
 
 /// How mounts read a gpair's stubs (`gpair bind --read-policy`).

@@ -78,6 +78,7 @@ impl World {
             retain_deleted_days: 0,
             read_policy: Default::default(),
             recall_after_reads: 0,
+            policy: None,
         });
     }
 

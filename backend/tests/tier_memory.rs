@@ -98,6 +98,7 @@ fn world_over<W: WestStore>(
         retain_deleted_days,
         read_policy: Default::default(),
         recall_after_reads: 0,
+        policy: None,
     });
     let tier = TierConfig {
         multipart_threshold: 5 << 20,

@@ -202,6 +202,14 @@ rpcs! {
     set_quota(pb::SetQuotaRequest) -> pb::Quota;
     /// `GetQuotas`.
     get_quotas(pb::GetQuotasRequest) -> pb::GetQuotasResponse;
+    /// `SetPolicy`.
+    set_policy(pb::SetPolicyRequest) -> pb::Policy;
+    /// `GetPolicy`.
+    get_policy(pb::GetPolicyRequest) -> pb::Policy;
+    /// `Explain`.
+    explain(pb::ExplainRequest) -> pb::Explanation;
+    /// `Pin`.
+    pin(pb::PinRequest) -> pb::PinResponse;
 }
 
 /// The stream of `WatchJob`: the job now, then at every change, until it finishes.

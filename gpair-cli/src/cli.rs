@@ -136,6 +136,87 @@ pub enum Command {
     /// West quotas per gpair (bytes and files).
     #[command(subcommand)]
     Quota(QuotaCommand),
+
+    /// Offload policies per gpair: which files go west on their own.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+
+    /// Why a file is where it is: the policy rule that would move it, or what keeps it.
+    Explain {
+        /// The files (relative paths are taken from the current directory).
+        #[arg(value_name = "PATH", required = true)]
+        paths: Vec<OsString>,
+    },
+
+    /// Keep files, or everything under directories, on east whatever the policy says.
+    Pin {
+        #[arg(value_name = "PATH", required = true)]
+        paths: Vec<OsString>,
+    },
+
+    /// Remove a pin set with `gpair pin`.
+    Unpin {
+        #[arg(value_name = "PATH", required = true)]
+        paths: Vec<OsString>,
+    },
+}
+
+/// `gpair policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Set a gpair's policy (replacing the one it has).
+    Set(PolicySetArgs),
+    /// Show a gpair's policy.
+    Show {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Remove a gpair's policy: nothing moves on its own any more.
+    Clear {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+}
+
+/// `gpair policy set`: at least one age rule.
+#[derive(Debug, Args)]
+pub struct PolicySetArgs {
+    /// The gpair's name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Offload files not accessed for N days (not modified, where the filesystem is mounted
+    /// noatime).
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    pub idle_days: Option<u32>,
+
+    /// Offload files not modified for N days.
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    pub unmodified_days: Option<u32>,
+
+    /// Only files of at least this size (bytes, or K, M, G, T; powers of 1024).
+    #[arg(long, value_name = "SIZE")]
+    pub min_size: Option<String>,
+
+    /// Only files of at most this size.
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: Option<String>,
+
+    /// Only paths matching this glob (repeatable; `*.log`, `logs/`, `data/**/*.bin`).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+
+    /// Never paths matching this glob (repeatable; `*.db`, `ads/`).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+
+    /// Only files of this owner (uid; repeatable).
+    #[arg(long, value_name = "UID")]
+    pub owner: Vec<u32>,
+
+    /// Never a file modified within the last N hours [default: 1].
+    #[arg(long, value_name = "HOURS", value_parser = clap::value_parser!(u32).range(0..=876_000))]
+    pub min_age_hours: Option<u32>,
 }
 
 /// `gpair migrate` and `gpair recall`.
@@ -433,6 +514,36 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn policy_set_parses_repeated_globs() {
+        let cli = Cli::try_parse_from([
+            "gpair",
+            "policy",
+            "set",
+            "p1",
+            "--idle-days",
+            "30",
+            "--exclude",
+            "*.db",
+            "--exclude",
+            "ads/",
+            "--owner",
+            "1000",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        match cli.command {
+            Command::Policy(PolicyCommand::Set(a)) => {
+                assert_eq!(a.idle_days, Some(30));
+                assert_eq!(a.exclude, vec!["*.db".to_string(), "ads/".to_string()]);
+                assert_eq!(a.owner, vec![1000]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["gpair", "policy", "set", "p1", "--idle-days", "-1"]).is_err()
+        );
     }
 
     #[test]

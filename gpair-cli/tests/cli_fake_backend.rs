@@ -620,6 +620,31 @@ impl Admin for FakeAdmin {
         };
         Ok(Response::new(pb::GetQuotasResponse { quotas }))
     }
+
+    async fn set_policy(
+        &self,
+        _: Request<pb::SetPolicyRequest>,
+    ) -> Result<Response<pb::Policy>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn get_policy(
+        &self,
+        _: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::Policy>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn explain(
+        &self,
+        _: Request<pb::ExplainRequest>,
+    ) -> Result<Response<pb::Explanation>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn pin(&self, _: Request<pb::PinRequest>) -> Result<Response<pb::PinResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
 }
 
 /// Migrate and Recall: refuse a directory without `--recursive`, else queue the job the

@@ -1,7 +1,9 @@
 //! The policy engine (issue 6, in progress): per-gpair rules that decide which files go west
-//! on their own and can explain every decision. This first part is the rule language and its
-//! evaluation — path globs and the verdict on one file with its reason; the scanner, the
-//! triggers, `gpair policy`, `gpair explain` and pins build on it.
+//! on their own and can explain every decision. Here so far: the rule language and its
+//! evaluation (path globs, the verdict on one file with its reason), `gpair policy set|show`,
+//! `gpair explain` and pins. To come: the scanner, `policy run`, the triggers (periodic,
+//! watermarks) and the rate limits.
 
+pub mod explain;
 pub mod glob;
 pub mod rules;

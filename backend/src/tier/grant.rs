@@ -57,11 +57,27 @@ impl ReadCounts {
     fn forget(&self, path: &Path) {
         lock(&self.0).remove(path);
     }
+
+    /// Reads of `path` counted within the window that holds `now`.
+    fn of(&self, path: &Path, now: i64) -> u32 {
+        lock(&self.0)
+            .get(path)
+            .filter(|(_, since)| now - since < READ_WINDOW_MS)
+            .map_or(0, |(n, _)| *n)
+    }
 }
 
 impl Tiering {
+    /// Opens of the stub at `abs` through mounts within the last hour.
+    pub fn reads_of(&self, abs: &Path) -> u32 {
+        self.reads.of(abs, now_ms())
+    }
+
     /// The gpair and relative path of `abs`, which must be absolute and below a bound share.
-    fn locate_abs(&self, abs: &Path) -> Result<(crate::registry::GpairRecord, Vec<u8>), TierError> {
+    pub fn locate_abs(
+        &self,
+        abs: &Path,
+    ) -> Result<(crate::registry::GpairRecord, Vec<u8>), TierError> {
         if !abs.is_absolute() {
             return Err(TierError::Invalid(format!(
                 "path {} is not absolute",

@@ -121,6 +121,21 @@ pub enum TierState {
     Unmanaged,
 }
 
+impl TierState {
+    /// The name `gpair state` prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Offloading => "offloading",
+            Self::Remote => "remote",
+            Self::Recalling => "recalling",
+            Self::Dirty => "dirty",
+            Self::Conflict => "conflict",
+            Self::Unmanaged => "unmanaged",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct FileState {
     pub path: PathBuf,

@@ -7,6 +7,7 @@
 mod gpair;
 mod gpeer;
 mod job;
+mod policy;
 mod quota;
 mod status;
 mod sync;
@@ -22,6 +23,7 @@ use crate::format::Rendered;
 pub use gpair::bind_request;
 pub use gpeer::add_request;
 pub use job::ending_failure;
+pub use policy::set_policy_request;
 pub use quota::set_request;
 pub use tier::migrate_request;
 
@@ -74,5 +76,9 @@ pub async fn execute(cmd: Command, ctx: &Context) -> Result<Outcome, CliError> {
         Command::State { paths } => tier::state(&paths, ctx).await.map(Outcome::from),
         Command::Job(c) => job::execute(c, ctx).await,
         Command::Quota(c) => quota::execute(c, ctx).await.map(Outcome::from),
+        Command::Policy(c) => policy::execute(c, ctx).await.map(Outcome::from),
+        Command::Explain { paths } => policy::explain(&paths, ctx).await.map(Outcome::from),
+        Command::Pin { paths } => policy::pin(&paths, false, ctx).await.map(Outcome::from),
+        Command::Unpin { paths } => policy::pin(&paths, true, ctx).await.map(Outcome::from),
     }
 }

@@ -9,6 +9,7 @@
 pub mod gpair;
 pub mod gpeer;
 pub mod job;
+pub mod policy;
 pub mod quota;
 pub mod state;
 pub mod status;

@@ -1,0 +1,174 @@
+//! The policy engine end to end (issue 6, the parts built so far): `gpair policy set|show|
+//! clear`, `gpair explain` for each reason a file stays or would go, and pins — with the real
+//! gateway, backend and CLI on a share whose file times are set with utimensat.
+#![allow(clippy::unwrap_used)] // a failed unwrap here is a failed test
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use gpair_tests::test_bytes;
+use gpair_tests::world::{world, World};
+use serde_json::Value;
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// Writes `rel` with `len` bytes, accessed and modified `age` ago.
+fn aged(w: &World, rel: &str, len: usize, age: Duration) -> std::path::PathBuf {
+    let p = w.write(rel, &test_bytes(len, len as u64));
+    let t = SystemTime::now() - age;
+    let f = std::fs::File::options().write(true).open(&p).unwrap();
+    f.set_times(std::fs::FileTimes::new().set_accessed(t).set_modified(t))
+        .unwrap();
+    p
+}
+
+fn explain(w: &World, p: &Path) -> Value {
+    w.ok(&["explain", p.to_str().unwrap()])[0].clone()
+}
+
+fn verdict(w: &World, p: &Path) -> (String, String) {
+    let e = explain(w, p);
+    (
+        e["verdict"].as_str().unwrap().to_owned(),
+        e["reason"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn explain_gives_each_reason_and_pins_keep_files_on_east() {
+    let w = world("");
+    let old = aged(&w, "data/old.bin", 10_000, 40 * DAY);
+    let young = aged(&w, "data/young.bin", 10_000, Duration::from_secs(60));
+    let db = aged(&w, "data/cache.db", 10_000, 40 * DAY);
+    let ads = aged(&w, "ads/banner.bin", 10_000, 40 * DAY);
+    let small = aged(&w, "data/small.txt", 100, 40 * DAY);
+    let kept = aged(&w, "keep/f.bin", 10_000, 40 * DAY);
+    w.synced();
+
+    // No policy yet: said so.
+    assert_eq!(verdict(&w, &old).0, "none");
+
+    let p = w.ok(&[
+        "policy",
+        "set",
+        "p",
+        "--idle-days",
+        "30",
+        "--min-size",
+        "4K",
+        "--exclude",
+        "*.db",
+        "--exclude",
+        "ads/",
+    ]);
+    assert_eq!(p["set"], true, "{p:#}");
+    let shown = w.ok(&["policy", "show", "p"]);
+    assert_eq!(shown["rules"]["idle_secs"], 30 * 86_400);
+    assert_eq!(shown["rules"]["min_size"], 4096);
+    assert_eq!(
+        shown["rules"]["min_age_secs"], 3600,
+        "the default minimum age"
+    );
+
+    assert_eq!(
+        w.ok(&["pin", w.share.join("keep").to_str().unwrap()])[0]["changed"],
+        true
+    );
+    assert_eq!(
+        w.ok(&["pin", w.share.join("keep").to_str().unwrap()])[0]["changed"],
+        false
+    );
+
+    let (v, why) = verdict(&w, &old);
+    assert_eq!(v, "offload", "{why}");
+    assert!(
+        why.contains("for 40d") && why.contains("rule: 30d"),
+        "{why}"
+    );
+    let (v, why) = verdict(&w, &young);
+    assert_eq!(v, "keep");
+    assert!(why.starts_with("too young: modified"), "{why}");
+    assert_eq!(
+        verdict(&w, &db),
+        ("keep".into(), "excluded by glob \"*.db\"".into())
+    );
+    assert_eq!(
+        verdict(&w, &ads),
+        ("keep".into(), "excluded by glob \"ads/\"".into())
+    );
+    assert_eq!(
+        verdict(&w, &small),
+        ("keep".into(), "too small: 100 bytes, min 4096".into())
+    );
+    let e = explain(&w, &kept);
+    assert_eq!(e["verdict"], "keep");
+    assert!(
+        e["reason"].as_str().unwrap().starts_with("pinned ("),
+        "{e:#}"
+    );
+    assert_eq!(e["pinned_by"], w.share.join("keep").to_str().unwrap());
+
+    // Offloaded: said so, with the state.
+    let job = w.ok(&["migrate", "--wait", old.to_str().unwrap()]);
+    assert_eq!(job["state"], "done", "{job:#}");
+    assert_eq!(
+        verdict(&w, &old),
+        ("keep".into(), "already offloaded (remote)".into())
+    );
+
+    // Unpinned, the file is judged like the others.
+    assert_eq!(
+        w.ok(&["unpin", w.share.join("keep").to_str().unwrap()])[0]["changed"],
+        true
+    );
+    assert_eq!(verdict(&w, &kept).0, "offload");
+
+    // Cleared: no policy again.
+    assert_eq!(w.ok(&["policy", "clear", "p"])["set"], false);
+    assert_eq!(verdict(&w, &kept).0, "none");
+}
+
+#[test]
+fn bad_policy_input_gets_clear_errors() {
+    let w = world("");
+    let outside = tempfile::tempdir().unwrap();
+    for (args, needle) in [
+        (
+            vec!["policy", "set", "p", "--min-size", "4K"],
+            "--unmodified-days",
+        ),
+        (vec!["policy", "set", "nope", "--idle-days", "3"], "nope"),
+        (
+            vec![
+                "policy",
+                "set",
+                "p",
+                "--idle-days",
+                "3",
+                "--min-size",
+                "8K",
+                "--max-size",
+                "4K",
+            ],
+            "min size",
+        ),
+        (
+            vec!["policy", "set", "p", "--idle-days", "3", "--exclude", "/"],
+            "exclude",
+        ),
+        (
+            vec!["explain", outside.path().to_str().unwrap()],
+            "not under the share",
+        ),
+        (
+            vec!["pin", w.share.join("missing").to_str().unwrap()],
+            "missing",
+        ),
+    ] {
+        let out = w.cli(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
