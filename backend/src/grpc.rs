@@ -756,6 +756,87 @@ impl pb::admin_server::Admin for AdminService {
         }))
     }
 
+    async fn run_policy(
+        &self,
+        req: Request<pb::RunPolicyRequest>,
+    ) -> Result<Response<pb::PolicyRun>, Status> {
+        let r = req.into_inner();
+        let (rec, _) = self.find_gpair(&r.name)?;
+        let Some(rules) = rec.policy.clone() else {
+            return Err(Status::failed_precondition(format!(
+                "gpair {} has no policy (set one with `gpair policy set {}`)",
+                rec.name, rec.name
+            )));
+        };
+        let compiled = rules.compile().map_err(internal)?;
+        let root = rec.local_path.clone();
+        let attr = self.tiering.config.stub_xattr.clone();
+        let started = Instant::now();
+        let (plan, usage) = tokio::task::spawn_blocking(move || {
+            let plan = crate::policy::scan::scan(&root, &compiled, &attr, now_ms() / 1000);
+            (plan, crate::policy::scan::usage(&root))
+        })
+        .await
+        .map_err(internal)?;
+        let scan_ms = started.elapsed().as_millis() as u64;
+        let (used, total) = usage.unwrap_or((0, 0));
+        let mut job = 0;
+        if !r.dry_run && !plan.candidates.is_empty() {
+            let paths = plan.candidates.iter().map(|c| c.path.clone()).collect();
+            let rt = self
+                .tiering
+                .create_job(JobKind::Migrate, paths, false)
+                .await
+                .map_err(tier_status)?;
+            job = rt.id();
+        }
+        tracing::info!(
+            gpair = rec.name,
+            dry_run = r.dry_run,
+            scanned = plan.scanned_files,
+            candidates = plan.candidates.len(),
+            bytes = plan.candidate_bytes,
+            job,
+            scan_ms,
+            "policy run"
+        );
+        let show = if r.show == 0 { 20 } else { r.show as usize };
+        Ok(Response::new(pb::PolicyRun {
+            name: rec.name.clone(),
+            dry_run: r.dry_run,
+            scanned_files: plan.scanned_files,
+            scanned_dirs: plan.scanned_dirs,
+            candidate_files: plan.candidates.len() as u64,
+            candidate_bytes: plan.candidate_bytes,
+            candidates: plan
+                .candidates
+                .iter()
+                .take(show)
+                .map(|c| pb::PolicyCandidate {
+                    path: std::os::unix::ffi::OsStrExt::as_bytes(c.path.as_os_str()).to_vec(),
+                    size: c.size,
+                    idle_secs: c.idle,
+                    why: c.why.clone(),
+                })
+                .collect(),
+            kept: plan
+                .kept
+                .iter()
+                .map(|(reason, (files, bytes))| pb::KeptCount {
+                    reason: reason.clone(),
+                    files: *files,
+                    bytes: *bytes,
+                })
+                .collect(),
+            east_used_bytes: used,
+            east_total_bytes: total,
+            east_used_after_bytes: used.saturating_sub(plan.candidate_bytes),
+            noatime: plan.noatime,
+            job,
+            scan_ms,
+        }))
+    }
+
     async fn pin(&self, req: Request<pb::PinRequest>) -> Result<Response<pb::PinResponse>, Status> {
         let r = req.into_inner();
         let path = abs_path_field("path", &r.path)?;

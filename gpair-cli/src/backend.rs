@@ -210,6 +210,8 @@ rpcs! {
     explain(pb::ExplainRequest) -> pb::Explanation;
     /// `Pin`.
     pin(pb::PinRequest) -> pb::PinResponse;
+    /// `RunPolicy`.
+    run_policy(pb::RunPolicyRequest) -> pb::PolicyRun;
 }
 
 /// The stream of `WatchJob`: the job now, then at every change, until it finishes.

@@ -176,6 +176,18 @@ pub enum PolicyCommand {
         #[arg(value_name = "NAME")]
         name: String,
     },
+    /// Scan the share and offload what the policy selects, coldest first, as an ordinary job
+    /// (`gpair job ...`); with --dry-run only say what would move and why.
+    Run {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Move nothing: list the candidates and the totals.
+        #[arg(long)]
+        dry_run: bool,
+        /// List at most this many candidates [default: 20].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        show: Option<u32>,
+    },
 }
 
 /// `gpair policy set`: at least one age rule.

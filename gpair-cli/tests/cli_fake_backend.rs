@@ -645,6 +645,13 @@ impl Admin for FakeAdmin {
     async fn pin(&self, _: Request<pb::PinRequest>) -> Result<Response<pb::PinResponse>, Status> {
         Err(Status::unimplemented("not in the fake"))
     }
+
+    async fn run_policy(
+        &self,
+        _: Request<pb::RunPolicyRequest>,
+    ) -> Result<Response<pb::PolicyRun>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
 }
 
 /// Migrate and Recall: refuse a directory without `--recursive`, else queue the job the

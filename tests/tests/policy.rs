@@ -172,3 +172,89 @@ fn bad_policy_input_gets_clear_errors() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn a_policy_run_offloads_exactly_the_selected_files_and_a_dry_run_nothing() {
+    let w = world("");
+    let cold = [
+        aged(&w, "t/a/cold1.bin", 20_000, 100 * DAY),
+        aged(&w, "t/a/cold2.bin", 50_000, 60 * DAY),
+        aged(&w, "t/b/deep/cold3.bin", 8_000, 45 * DAY),
+    ];
+    let stay = [
+        aged(&w, "t/a/warm.bin", 20_000, 5 * DAY),
+        aged(&w, "t/b/tiny.txt", 10, 100 * DAY),
+        aged(&w, "t/b/keep.db", 20_000, 100 * DAY),
+        aged(&w, "t/pinned/old.bin", 20_000, 100 * DAY),
+    ];
+    w.synced();
+    w.ok(&[
+        "policy",
+        "set",
+        "p",
+        "--idle-days",
+        "30",
+        "--min-size",
+        "1K",
+        "--exclude",
+        "*.db",
+    ]);
+    w.ok(&["pin", w.share.join("t/pinned").to_str().unwrap()]);
+
+    let dry = w.ok(&["policy", "run", "p", "--dry-run"]);
+    let listed: Vec<&str> = dry["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = cold
+        .iter()
+        .map(|p| p.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, want, "coldest first: {dry:#}");
+    assert_eq!(dry["candidate_bytes"], 78_000);
+    assert_eq!(dry["job"], 0);
+    assert_eq!(dry["scanned_files"], 7);
+    let kept: Vec<(&str, u64)> = dry["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["reason"].as_str().unwrap(), k["files"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        kept,
+        vec![
+            ("excluded by \"*.db\"", 1),
+            ("pinned", 1),
+            ("too small", 1),
+            ("used recently", 1)
+        ],
+        "{dry:#}"
+    );
+    for p in cold.iter().chain(stay.iter()) {
+        assert_eq!(
+            w.state(p)["state"],
+            "local",
+            "a dry run moved {}",
+            p.display()
+        );
+    }
+
+    let run = w.ok(&["policy", "run", "p"]);
+    let id = run["job"].as_u64().unwrap();
+    assert!(id > 0, "{run:#}");
+    let done = w.wait_job(id);
+    assert_eq!(done["state"], "done", "{done:#}");
+    assert_eq!(done["files_done"], 3, "{done:#}");
+    for p in &cold {
+        assert_eq!(w.state(p)["state"], "remote", "{}", p.display());
+    }
+    for p in &stay {
+        assert_eq!(w.state(p)["state"], "local", "{}", p.display());
+    }
+    // A second run finds nothing left to move.
+    let again = w.ok(&["policy", "run", "p"]);
+    assert_eq!(again["candidate_files"], 0, "{again:#}");
+    assert_eq!(again["job"], 0);
+}

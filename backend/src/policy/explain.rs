@@ -48,7 +48,7 @@ pub fn pinned_by(abs: &Path, root: &Path, attr: &str) -> Option<PathBuf> {
     None
 }
 
-fn xattr_present(path: &Path, attr: &str) -> bool {
+pub(super) fn xattr_present(path: &Path, attr: &str) -> bool {
     let (Ok(p), Ok(a)) = (
         std::ffi::CString::new(path.as_os_str().as_bytes()),
         std::ffi::CString::new(attr),

@@ -7,3 +7,4 @@
 pub mod explain;
 pub mod glob;
 pub mod rules;
+pub mod scan;

@@ -26,6 +26,18 @@ pub(super) async fn execute(cmd: PolicyCommand, ctx: &Context) -> Result<Rendere
                 &client.get_policy(pb::GetPolicyRequest { name }).await?,
             ))
         }
+        PolicyCommand::Run {
+            name,
+            dry_run,
+            show,
+        } => {
+            let req = pb::RunPolicyRequest {
+                name: validate::name("NAME", &name)?,
+                dry_run,
+                show: show.unwrap_or(0),
+            };
+            Ok(view::policy::run(&client.run_policy(req).await?))
+        }
         PolicyCommand::Clear { name } => {
             let req = pb::SetPolicyRequest {
                 name: validate::name("NAME", &name)?,

@@ -108,6 +108,105 @@ pub fn set(p: &pb::Policy) -> Rendered {
     r
 }
 
+/// `gpair policy run NAME [--dry-run]`.
+pub fn run(r: &pb::PolicyRun) -> Rendered {
+    let mut human = String::new();
+    let head = if r.dry_run {
+        "dry run: nothing moved"
+    } else if r.job > 0 {
+        "started"
+    } else {
+        "nothing to move"
+    };
+    human.push_str(&format!(
+        "policy run of gpair \"{}\": {head}\n",
+        format::printable(&r.name)
+    ));
+    let mut lines = vec![
+        (
+            "scanned",
+            format!(
+                "{} files in {} directories ({} ms)",
+                r.scanned_files, r.scanned_dirs, r.scan_ms
+            ),
+        ),
+        (
+            "to offload",
+            format!(
+                "{} files, {}",
+                r.candidate_files,
+                format::bytes(r.candidate_bytes)
+            ),
+        ),
+        (
+            "east usage",
+            format!(
+                "{} of {} now, about {} after",
+                format::bytes(r.east_used_bytes),
+                format::bytes(r.east_total_bytes),
+                format::bytes(r.east_used_after_bytes)
+            ),
+        ),
+    ];
+    if r.noatime {
+        lines.push((
+            "access times",
+            "not kept (noatime): idleness judged by mtime".into(),
+        ));
+    }
+    if r.job > 0 {
+        lines.push(("job", format!("{} (gpair job watch {})", r.job, r.job)));
+    }
+    human.push_str(&format::kv(&lines));
+    if !r.kept.is_empty() {
+        human.push_str("kept on east:\n");
+        for k in &r.kept {
+            human.push_str(&format!(
+                "  {:>8} files  {:>10}  {}\n",
+                k.files,
+                format::bytes(k.bytes),
+                k.reason
+            ));
+        }
+    }
+    if !r.candidates.is_empty() {
+        human.push_str("coldest candidates:\n");
+        for c in &r.candidates {
+            human.push_str(&format!(
+                "  {:>10}  {}  ({})\n",
+                format::bytes(c.size),
+                format::path(&c.path),
+                c.why
+            ));
+        }
+    }
+    let json = json!({
+        "name": r.name,
+        "dry_run": r.dry_run,
+        "scanned_files": r.scanned_files,
+        "scanned_dirs": r.scanned_dirs,
+        "candidate_files": r.candidate_files,
+        "candidate_bytes": r.candidate_bytes,
+        "candidates": r.candidates.iter().map(|c| json!({
+            "path": format::path_lossy(&c.path),
+            "path_b64": format::base64(&c.path),
+            "size": c.size,
+            "idle_secs": c.idle_secs,
+            "why": c.why,
+        })).collect::<Vec<_>>(),
+        "kept": r.kept.iter().map(|k| json!({
+            "reason": k.reason, "files": k.files, "bytes": k.bytes,
+        })).collect::<Vec<_>>(),
+        "east_used_bytes": r.east_used_bytes,
+        "east_total_bytes": r.east_total_bytes,
+        "east_used_after_bytes": r.east_used_after_bytes,
+        "noatime": r.noatime,
+        "job": r.job,
+        "scan_ms": r.scan_ms,
+    });
+    Rendered { human, json }
+}
+
 /// `gpair explain PATH...`.
 pub fn explanations(list: &[pb::Explanation]) -> Rendered {
     let mut human = String::new();
