@@ -251,7 +251,9 @@ impl Engine {
             };
             outcomes.push((key, record, result));
         }
-        if let Err(e) = batch.commit() {
+        // Unbound meanwhile: what this batch did is not recorded under the name.
+        let committed = self.while_bound(gpair, &stats, || batch.commit());
+        if let Some(Err(e)) = committed {
             tracing::error!(error = %e, "cannot record synced entries");
         }
         for (path, meta) in written {

@@ -367,12 +367,18 @@ impl Engine {
 
     /// Stops a gpair's work and forgets its records (unbind).
     pub async fn stop_gpair(&self, name: &str) -> Result<(), SyncError> {
-        let rt = lock(&self.state).gpairs.remove(name);
+        let prefix = gpair_key(name, b"");
+        // Under the queue lock: an enqueue or an operation's catalog write for this binding
+        // either happens before (and is deleted below) or sees it gone (see `while_bound`).
+        let rt = {
+            let mut q = lock(&self.queue);
+            let rt = lock(&self.state).gpairs.remove(name);
+            q.remove_prefix(&prefix);
+            rt
+        };
         if let Some(rt) = rt {
             rt.cancel.cancel();
         }
-        let prefix = gpair_key(name, b"");
-        lock(&self.queue).remove_prefix(&prefix);
         self.fail_attr_waiters(&prefix, "the gpair was unbound");
         self.quotas.forget_gpair(name);
         let catalog = Arc::clone(&self.catalog);
@@ -387,6 +393,24 @@ impl Engine {
             source: std::io::Error::other(e),
         })??;
         Ok(())
+    }
+
+    /// Runs `f` under the queue lock, only if `gpair` is still the binding whose stats are
+    /// `stats`: the results of an operation that was in flight when its gpair was unbound
+    /// (and perhaps bound again, to another share) are dropped, never written under the
+    /// name. `f` must not take the queue lock.
+    pub(crate) fn while_bound<T>(
+        &self,
+        gpair: &str,
+        stats: &GpairStats,
+        f: impl FnOnce() -> T,
+    ) -> Option<T> {
+        let _q = lock(&self.queue);
+        let bound = lock(&self.state)
+            .gpairs
+            .get(gpair)
+            .is_some_and(|g| std::ptr::eq(Arc::as_ptr(&g.stats), stats));
+        bound.then(f)
     }
 
     fn gpeer_of(&self, gpair: &str) -> Option<String> {
@@ -416,12 +440,13 @@ impl Engine {
         items: Vec<(Vec<u8>, Op)>,
         delay_ms: i64,
     ) -> Result<(), SyncError> {
-        let Some(gpeer) = self.gpeer_of(gpair) else {
-            return Ok(());
-        };
         let now = now_ms();
         let due = now + delay_ms;
         let mut q = lock(&self.queue);
+        // Checked under the queue lock: an unbind (`stop_gpair`) is before or after it all.
+        let Some(gpeer) = self.gpeer_of(gpair) else {
+            return Ok(());
+        };
         let mut batch = self.catalog.batch();
         let mut scheduled: Vec<(ItemKey, Option<ItemKey>)> = Vec::with_capacity(items.len());
         let mut extra: Vec<(Vec<u8>, Op)> = Vec::new();
@@ -830,8 +855,12 @@ impl Engine {
                     west.delete_entry(&rec.bucket, &wkey, is_dir).await?;
                 }
                 if known.is_some() {
-                    self.catalog.delete(CF_ENTRIES, &key)?;
-                    stats.entries.fetch_sub(1, Ordering::Relaxed);
+                    let gone = self.while_bound(&rec.name, stats, || {
+                        self.catalog.delete(CF_ENTRIES, &key)?;
+                        stats.entries.fetch_sub(1, Ordering::Relaxed);
+                        Ok::<(), SyncError>(())
+                    });
+                    gone.transpose()?;
                 }
                 // An offloaded file's west data went with it: its quota is free.
                 self.quotas
@@ -1165,18 +1194,22 @@ impl Engine {
             self.stub_attr(),
         )?;
         let key = gpair_key(&rec.name, path);
-        let existed = self.catalog.get_raw(CF_ENTRIES, &key)?.is_some();
-        self.catalog.put(
-            CF_ENTRIES,
-            &key,
-            &EntryRecord {
-                meta: meta.clone(),
-                synced_at_ms: now_ms(),
-            },
-        )?;
-        if !existed {
-            stats.entries.fetch_add(1, Ordering::Relaxed);
-        }
+        let put = self.while_bound(&rec.name, stats, || {
+            let existed = self.catalog.get_raw(CF_ENTRIES, &key)?.is_some();
+            self.catalog.put(
+                CF_ENTRIES,
+                &key,
+                &EntryRecord {
+                    meta: meta.clone(),
+                    synced_at_ms: now_ms(),
+                },
+            )?;
+            if !existed {
+                stats.entries.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<(), SyncError>(())
+        });
+        put.transpose()?;
         Ok(())
     }
 
