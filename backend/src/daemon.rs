@@ -94,6 +94,7 @@ pub async fn run(
         tracing::info!(?recovered, "interrupted migrations resolved");
     }
     tiering.start_purge_loop(std::time::Duration::from_secs(3600));
+    crate::policy::run::start_periodic(Arc::clone(&tiering));
     let resumed = tiering
         .resume_jobs()
         .map_err(|e| RunError::Tier(e.to_string()))?;

@@ -762,44 +762,15 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::PolicyRun>, Status> {
         let r = req.into_inner();
         let (rec, _) = self.find_gpair(&r.name)?;
-        let Some(rules) = rec.policy.clone() else {
-            return Err(Status::failed_precondition(format!(
-                "gpair {} has no policy (set one with `gpair policy set {}`)",
-                rec.name, rec.name
-            )));
-        };
-        let compiled = rules.compile().map_err(internal)?;
-        let root = rec.local_path.clone();
-        let attr = self.tiering.config.stub_xattr.clone();
-        let started = Instant::now();
-        let (plan, usage) = tokio::task::spawn_blocking(move || {
-            let plan = crate::policy::scan::scan(&root, &compiled, &attr, now_ms() / 1000);
-            (plan, crate::policy::scan::usage(&root))
-        })
-        .await
-        .map_err(internal)?;
-        let scan_ms = started.elapsed().as_millis() as u64;
-        let (used, total) = usage.unwrap_or((0, 0));
-        let mut job = 0;
-        if !r.dry_run && !plan.candidates.is_empty() {
-            let paths = plan.candidates.iter().map(|c| c.path.clone()).collect();
-            let rt = self
-                .tiering
-                .create_job(JobKind::Migrate, paths, false)
-                .await
-                .map_err(tier_status)?;
-            job = rt.id();
-        }
-        tracing::info!(
-            gpair = rec.name,
-            dry_run = r.dry_run,
-            scanned = plan.scanned_files,
-            candidates = plan.candidates.len(),
-            bytes = plan.candidate_bytes,
+        let crate::policy::run::Run {
+            plan,
+            usage,
             job,
             scan_ms,
-            "policy run"
-        );
+        } = crate::policy::run::run(&self.tiering, &rec, r.dry_run)
+            .await
+            .map_err(tier_status)?;
+        let (used, total) = usage.unwrap_or((0, 0));
         let show = if r.show == 0 { 20 } else { r.show as usize };
         Ok(Response::new(pb::PolicyRun {
             name: rec.name.clone(),
@@ -1265,6 +1236,7 @@ fn rules_from_pb(r: pb::PolicyRules) -> crate::policy::rules::Rules {
         min_age_secs: r
             .min_age_secs
             .unwrap_or(crate::policy::rules::DEFAULT_MIN_AGE_SECS),
+        interval_secs: r.interval_secs,
     }
 }
 
@@ -1281,6 +1253,7 @@ fn policy_pb(rec: &GpairRecord) -> pb::Policy {
             exclude: r.exclude.clone(),
             owners: r.owners.clone(),
             min_age_secs: Some(r.min_age_secs),
+            interval_secs: r.interval_secs,
         }),
     }
 }

@@ -226,6 +226,11 @@ pub struct PolicySetArgs {
     #[arg(long, value_name = "UID")]
     pub owner: Vec<u32>,
 
+    /// Run the policy on its own this often: a whole number with s, m, h or d (15m, 6h, 1d).
+    /// Without it the policy runs only with `gpair policy run`.
+    #[arg(long, value_name = "DURATION")]
+    pub every: Option<String>,
+
     /// Never a file modified within the last N hours [default: 1].
     #[arg(long, value_name = "HOURS", value_parser = clap::value_parser!(u32).range(0..=876_000))]
     pub min_age_hours: Option<u32>,

@@ -301,6 +301,32 @@ pub fn job_id(s: &str) -> Result<u64, CliError> {
     }
 }
 
+/// A duration for `--every`: a whole number with `s`, `m`, `h` or `d` (`90s`, `15m`, `6h`,
+/// `1d`), at least one second.
+pub fn duration_secs(flag: &'static str, s: &str) -> Result<u64, CliError> {
+    let bad = || {
+        CliError::usage(
+            flag,
+            format!("{s:?} is not a duration: use a whole number with s, m, h or d (15m, 6h, 1d)"),
+        )
+    };
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    match n.checked_mul(mult) {
+        Some(0) | None => Err(bad()),
+        Some(v) => Ok(v),
+    }
+}
+
 /// A quota size for `--max-bytes`: bytes, or a whole number with `K`, `M`, `G`, `T` or
 /// `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024, any case, optional `B` for bytes); `none` or
 /// `0` means no limit, which is sent as `0`.
@@ -750,5 +776,25 @@ mod tests {
         assert!(problem(remote("bkt/a//b")).contains("empty segment"));
         assert!(problem(remote("bkt/a/../b")).contains("\"..\" segment"));
         assert!(problem(remote("bkt/a\\b")).contains("not allowed"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_secs("--every", "90s").ok(), Some(90));
+        assert_eq!(duration_secs("--every", "15m").ok(), Some(900));
+        assert_eq!(duration_secs("--every", "6h").ok(), Some(21_600));
+        assert_eq!(duration_secs("--every", "1d").ok(), Some(86_400));
+        for bad in [
+            "",
+            "0s",
+            "15",
+            "m",
+            "1.5h",
+            "3w",
+            "-1h",
+            "99999999999999999999d",
+        ] {
+            assert!(duration_secs("--every", bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -157,6 +157,10 @@ fn bad_policy_input_gets_clear_errors() {
             "exclude",
         ),
         (
+            vec!["policy", "set", "p", "--idle-days", "3", "--every", "0s"],
+            "--every",
+        ),
+        (
             vec!["explain", outside.path().to_str().unwrap()],
             "not under the share",
         ),
@@ -257,4 +261,22 @@ fn a_policy_run_offloads_exactly_the_selected_files_and_a_dry_run_nothing() {
     let again = w.ok(&["policy", "run", "p"]);
     assert_eq!(again["candidate_files"], 0, "{again:#}");
     assert_eq!(again["job"], 0);
+}
+
+#[test]
+fn a_policy_with_an_interval_runs_on_its_own() {
+    let w = world("");
+    let cold = aged(&w, "p/cold.bin", 20_000, 90 * DAY);
+    let warm = aged(&w, "p/warm.bin", 20_000, 2 * DAY);
+    w.synced();
+    let set = w.ok(&["policy", "set", "p", "--idle-days", "30", "--every", "2s"]);
+    assert_eq!(set["rules"]["interval_secs"], 2, "{set:#}");
+    assert!(
+        gpair_tests::poll_until(gpair_tests::world::WAIT, || w.state(&cold)["state"]
+            == "remote"),
+        "the periodic run did not offload the cold file\n{}",
+        w.diagnostics()
+    );
+    assert_eq!(w.state(&warm)["state"], "local");
+    assert!(w.b.log().contains("policy run"), "{}", w.diagnostics());
 }

@@ -7,4 +7,5 @@
 pub mod explain;
 pub mod glob;
 pub mod rules;
+pub mod run;
 pub mod scan;

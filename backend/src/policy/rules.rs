@@ -30,6 +30,8 @@ pub struct Rules {
     pub owners: Vec<u32>,
     /// Never a file modified more recently than this, whatever the other rules say.
     pub min_age_secs: u64,
+    /// Run the policy on its own this often (none: only `gpair policy run`).
+    pub interval_secs: Option<u64>,
 }
 
 impl Default for Rules {
@@ -43,6 +45,7 @@ impl Default for Rules {
             exclude: Vec::new(),
             owners: Vec::new(),
             min_age_secs: DEFAULT_MIN_AGE_SECS,
+            interval_secs: None,
         }
     }
 }
@@ -63,6 +66,9 @@ impl Rules {
                 "a policy needs an age rule: not accessed for (idle) and/or not modified for"
                     .into(),
             );
+        }
+        if self.interval_secs == Some(0) {
+            return Err("the interval of periodic runs must be at least one second".into());
         }
         if let (Some(lo), Some(hi)) = (self.min_size, self.max_size) {
             if lo > hi {
@@ -351,6 +357,7 @@ mod tests {
             exclude: vec!["*.db".into(), "ads/".into()],
             owners: vec![],
             min_age_secs: DEFAULT_MIN_AGE_SECS,
+            interval_secs: None,
         }
     }
 

@@ -85,6 +85,11 @@ pub fn set_policy_request(args: &PolicySetArgs) -> Result<pb::SetPolicyRequest, 
             exclude: args.exclude.clone(),
             owners: args.owner.clone(),
             min_age_secs: args.min_age_hours.map(|h| u64::from(h) * 3600),
+            interval_secs: args
+                .every
+                .as_deref()
+                .map(|s| validate::duration_secs("--every", s))
+                .transpose()?,
         }),
         clear: false,
     })
@@ -135,6 +140,7 @@ mod tests {
             exclude: vec!["*.db".into()],
             owner: vec![],
             min_age_hours: None,
+            every: Some("6h".into()),
         }
     }
 
@@ -146,6 +152,7 @@ mod tests {
         assert_eq!(r.min_size, Some(4096));
         assert_eq!(r.min_age_secs, None, "the backend's default");
         assert_eq!(r.exclude, vec!["*.db".to_string()]);
+        assert_eq!(r.interval_secs, Some(6 * 3600));
     }
 
     #[test]

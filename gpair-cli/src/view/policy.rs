@@ -51,6 +51,13 @@ fn rules_lines(r: &pb::PolicyRules) -> Vec<(&'static str, String)> {
             },
         ),
         (
+            "runs",
+            r.interval_secs
+                .map_or("only with `gpair policy run`".into(), |s| {
+                    format!("every {}", format::duration_secs(s))
+                }),
+        ),
+        (
             "min age",
             r.min_age_secs.map_or("-".into(), |s| {
                 format!("modified over {} ago", format::duration_secs(s))
@@ -72,6 +79,7 @@ fn policy_json(p: &pb::Policy) -> Value {
             "exclude": r.exclude,
             "owners": r.owners,
             "min_age_secs": r.min_age_secs,
+            "interval_secs": r.interval_secs,
         })),
     })
 }
@@ -305,6 +313,7 @@ mod tests {
                 exclude: vec!["*.db".into(), "ads/".into()],
                 owners: vec![],
                 min_age_secs: Some(3600),
+                interval_secs: None,
             }),
         }
     }
