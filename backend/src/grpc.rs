@@ -767,7 +767,7 @@ impl pb::admin_server::Admin for AdminService {
             usage,
             job,
             scan_ms,
-        } = crate::policy::run::run(&self.tiering, &rec, r.dry_run)
+        } = crate::policy::run::run(&self.tiering, &rec, r.dry_run, None)
             .await
             .map_err(tier_status)?;
         let (used, total) = usage.unwrap_or((0, 0));
@@ -1237,6 +1237,8 @@ fn rules_from_pb(r: pb::PolicyRules) -> crate::policy::rules::Rules {
             .min_age_secs
             .unwrap_or(crate::policy::rules::DEFAULT_MIN_AGE_SECS),
         interval_secs: r.interval_secs,
+        high_percent: r.high_percent.map(|p| p.min(255) as u8),
+        low_percent: r.low_percent.map(|p| p.min(255) as u8),
     }
 }
 
@@ -1254,6 +1256,8 @@ fn policy_pb(rec: &GpairRecord) -> pb::Policy {
             owners: r.owners.clone(),
             min_age_secs: Some(r.min_age_secs),
             interval_secs: r.interval_secs,
+            high_percent: r.high_percent.map(u32::from),
+            low_percent: r.low_percent.map(u32::from),
         }),
     }
 }

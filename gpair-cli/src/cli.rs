@@ -231,6 +231,15 @@ pub struct PolicySetArgs {
     #[arg(long, value_name = "DURATION")]
     pub every: Option<String>,
 
+    /// When the filesystem holding the share is more than PCT full, offload the coldest
+    /// candidates until it is under --low (both or neither).
+    #[arg(long, value_name = "PCT", requires = "low", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub high: Option<u32>,
+
+    /// The usage a --high run brings the filesystem under, percent.
+    #[arg(long, value_name = "PCT", requires = "high", value_parser = clap::value_parser!(u32).range(0..=99))]
+    pub low: Option<u32>,
+
     /// Never a file modified within the last N hours [default: 1].
     #[arg(long, value_name = "HOURS", value_parser = clap::value_parser!(u32).range(0..=876_000))]
     pub min_age_hours: Option<u32>,

@@ -25,10 +25,22 @@ pub fn world(tier: &str) -> World {
 
 /// A world whose gpair is bound with extra `bind` flags.
 pub fn world_bind(tier: &str, bind_flags: &[&str]) -> World {
+    let share_dir = tempfile::tempdir().unwrap();
+    let share = share_dir.path().to_path_buf();
+    world_in(share_dir, &share, tier, bind_flags)
+}
+
+/// A world whose share is `share` (inside `share_dir`, which lives as long as the world):
+/// e.g. a small filesystem the test mounted there.
+pub fn world_in(
+    share_dir: tempfile::TempDir,
+    share: &std::path::Path,
+    tier: &str,
+    bind_flags: &[&str],
+) -> World {
     let gw = Gateway::start();
     let b = Backend::start("LC_111", tier);
-    let share_dir = tempfile::tempdir().unwrap();
-    let share = share_dir.path().canonicalize().unwrap();
+    let share = share.canonicalize().unwrap();
     let w = World {
         gw,
         b,

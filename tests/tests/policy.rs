@@ -280,3 +280,92 @@ fn a_policy_with_an_interval_runs_on_its_own() {
     assert_eq!(w.state(&warm)["state"], "local");
     assert!(w.b.log().contains("policy run"), "{}", w.diagnostics());
 }
+
+/// A size-limited tmpfs mounted by the test, unmounted when dropped.
+struct SmallFs(std::path::PathBuf);
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn above_the_high_watermark_the_coldest_files_go_until_usage_is_under_low() {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=32m,mode=0755",
+            "gpair-test",
+            share.to_str().unwrap(),
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIP: cannot mount a tmpfs here (needs root); the watermark test needs a small filesystem");
+        return;
+    }
+    let _fs = SmallFs(share.clone());
+    let w = gpair_tests::world::world_in(dir, &share, "", &[]);
+    // 24 MiB of 32: 75% full, the oldest first in age.
+    let files: Vec<_> = (0..12)
+        .map(|i| aged(&w, &format!("f{i:02}.bin"), 2 << 20, (100 + 10 * i) * DAY))
+        .collect();
+    w.synced();
+    let used_pct = || {
+        let out = std::process::Command::new("df")
+            .args(["--output=pcent", share.to_str().unwrap()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().trim_end_matches('%').parse::<u32>().ok())
+            .unwrap()
+    };
+    assert!(
+        used_pct() >= 70,
+        "the fill did not reach 70%: {}%",
+        used_pct()
+    );
+    w.ok(&[
+        "policy",
+        "set",
+        "p",
+        "--idle-days",
+        "30",
+        "--high",
+        "60",
+        "--low",
+        "30",
+    ]);
+    assert!(
+        gpair_tests::poll_until(gpair_tests::world::WAIT, || used_pct() < 30),
+        "usage stayed at {}%\n{}",
+        used_pct(),
+        w.diagnostics()
+    );
+    // The coldest went, and only as many as needed: the youngest files stay local.
+    let remote: Vec<bool> = files
+        .iter()
+        .map(|f| w.state(f)["state"] == "remote")
+        .collect();
+    assert!(
+        remote[11] && remote[10],
+        "the coldest must go first: {remote:?}"
+    );
+    assert!(!remote[0], "more than needed went: {remote:?}");
+    assert!(
+        remote.windows(2).all(|p| !p[0] || p[1]),
+        "offloaded out of coldness order: {remote:?}"
+    );
+    drop(w);
+}

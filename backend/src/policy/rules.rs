@@ -32,6 +32,10 @@ pub struct Rules {
     pub min_age_secs: u64,
     /// Run the policy on its own this often (none: only `gpair policy run`).
     pub interval_secs: Option<u64>,
+    /// East usage watermarks, percent of the share's filesystem: above `high`, the coldest
+    /// candidates go until usage is under `low`.
+    pub high_percent: Option<u8>,
+    pub low_percent: Option<u8>,
 }
 
 impl Default for Rules {
@@ -46,6 +50,8 @@ impl Default for Rules {
             owners: Vec::new(),
             min_age_secs: DEFAULT_MIN_AGE_SECS,
             interval_secs: None,
+            high_percent: None,
+            low_percent: None,
         }
     }
 }
@@ -66,6 +72,16 @@ impl Rules {
                 "a policy needs an age rule: not accessed for (idle) and/or not modified for"
                     .into(),
             );
+        }
+        match (self.high_percent, self.low_percent) {
+            (None, None) => {}
+            (Some(high), Some(low)) if low < high && high <= 100 => {}
+            (Some(high), Some(low)) => {
+                return Err(format!(
+                "watermarks low {low}% and high {high}%: low must be under high, high at most 100"
+            ))
+            }
+            _ => return Err("give both watermarks, high and low".into()),
         }
         if self.interval_secs == Some(0) {
             return Err("the interval of periodic runs must be at least one second".into());
@@ -358,6 +374,8 @@ mod tests {
             owners: vec![],
             min_age_secs: DEFAULT_MIN_AGE_SECS,
             interval_secs: None,
+            high_percent: None,
+            low_percent: None,
         }
     }
 
@@ -547,6 +565,13 @@ mod tests {
         let mut r = rules();
         r.exclude = vec!["".into()];
         assert!(r.compile().unwrap_err().starts_with("exclude: "));
+        let mut r = rules();
+        r.high_percent = Some(80);
+        assert!(r.compile().unwrap_err().contains("both watermarks"));
+        r.low_percent = Some(80);
+        assert!(r.compile().unwrap_err().contains("low must be under high"));
+        r.low_percent = Some(60);
+        assert!(r.compile().is_ok());
     }
 
     #[test]

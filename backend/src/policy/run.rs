@@ -23,8 +23,14 @@ pub struct Run {
     pub scan_ms: u64,
 }
 
-/// Runs `rec`'s policy.
-pub async fn run(tier: &Arc<Tiering>, rec: &GpairRecord, dry_run: bool) -> Result<Run, TierError> {
+/// Runs `rec`'s policy. With `free`, only the coldest candidates whose offload frees that
+/// many bytes of east space go (a watermark run).
+pub async fn run(
+    tier: &Arc<Tiering>,
+    rec: &GpairRecord,
+    dry_run: bool,
+    free: Option<u64>,
+) -> Result<Run, TierError> {
     let Some(rules) = rec.policy.clone() else {
         return Err(TierError::Precondition(format!(
             "gpair {} has no policy (set one with `gpair policy set {}`)",
@@ -41,6 +47,21 @@ pub async fn run(tier: &Arc<Tiering>, rec: &GpairRecord, dry_run: bool) -> Resul
     })
     .await
     .map_err(|e| TierError::Internal(e.to_string()))?;
+    let mut plan = plan;
+    if let Some(need) = free {
+        let mut freed = 0u64;
+        let keep = plan
+            .candidates
+            .iter()
+            .take_while(|c| {
+                let more = freed < need;
+                freed += c.frees;
+                more
+            })
+            .count();
+        plan.candidates.truncate(keep);
+        plan.candidate_bytes = plan.candidates.iter().map(|c| c.size).sum();
+    }
     let scan_ms = started.elapsed().as_millis() as u64;
     let mut job = 0;
     if !dry_run && !plan.candidates.is_empty() {
@@ -65,8 +86,20 @@ pub async fn run(tier: &Arc<Tiering>, rec: &GpairRecord, dry_run: bool) -> Resul
     })
 }
 
+/// How much east space must be freed to bring the share's filesystem from above `high` percent
+/// to `low` percent, if it is above.
+pub fn over_high(used: u64, total: u64, high: u8, low: u8) -> Option<u64> {
+    if total == 0 || u128::from(used) * 100 <= u128::from(total) * u128::from(high) {
+        return None;
+    }
+    let target = (u128::from(total) * u128::from(low) / 100) as u64;
+    Some(used.saturating_sub(target))
+}
+
 /// Runs every policy that has an interval, that often (the first run one interval after the
-/// policy is seen), skipping a gpair whose previous run's job is still going.
+/// policy is seen), and every policy with watermarks whenever its share's filesystem is above
+/// `high` (the coldest candidates, until usage would be under `low`); a gpair whose previous
+/// run's job is still going is skipped.
 pub fn start_periodic(tier: Arc<Tiering>) {
     tokio::spawn(async move {
         // gpair → (when its last run started, the job it started)
@@ -79,19 +112,42 @@ pub fn start_periodic(tier: Arc<Tiering>) {
             let records = tier.engine.gpair_records();
             last.retain(|name, _| records.iter().any(|(r, _)| &r.name == name));
             for (rec, _) in records {
-                let Some(every) = rec.policy.as_ref().and_then(|p| p.interval_secs) else {
+                let Some(policy) = rec.policy.clone() else {
                     last.remove(&rec.name);
                     continue;
                 };
                 let (since, job) = *last.entry(rec.name.clone()).or_insert((Instant::now(), 0));
-                if since.elapsed() < Duration::from_secs(every) {
-                    continue;
-                }
                 if job > 0 && tier.job(job).is_some_and(|j| !j.record().state.finished()) {
                     continue;
                 }
+                let free = match (policy.high_percent, policy.low_percent) {
+                    (Some(high), Some(low)) => {
+                        let root = rec.local_path.clone();
+                        let usage = tokio::task::spawn_blocking(move || scan::usage(&root))
+                            .await
+                            .ok()
+                            .flatten();
+                        usage.and_then(|(used, total)| over_high(used, total, high, low))
+                    }
+                    _ => None,
+                };
+                let periodic_due = policy
+                    .interval_secs
+                    .is_some_and(|every| since.elapsed() >= Duration::from_secs(every));
+                if free.is_none() && !periodic_due {
+                    continue;
+                }
+                if let Some(need) = free {
+                    tracing::info!(
+                        gpair = rec.name,
+                        need,
+                        "east usage above the high watermark"
+                    );
+                }
                 let started = Instant::now();
-                let job = match run(&tier, &rec, false).await {
+                // A watermark run frees what it must; a periodic one moves every candidate.
+                let need = if periodic_due { None } else { free };
+                let job = match run(&tier, &rec, false, need).await {
                     Ok(r) => r.job,
                     Err(e) => {
                         tracing::warn!(gpair = rec.name, "periodic policy run failed: {e}");
@@ -102,4 +158,18 @@ pub fn start_periodic(tier: Arc<Tiering>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::over_high;
+
+    #[test]
+    fn watermarks() {
+        assert_eq!(over_high(79, 100, 80, 50), None);
+        assert_eq!(over_high(80, 100, 80, 50), None, "at high is not above it");
+        assert_eq!(over_high(81, 100, 80, 50), Some(31));
+        assert_eq!(over_high(900, 1000, 80, 50), Some(400));
+        assert_eq!(over_high(5, 0, 80, 50), None);
+    }
 }

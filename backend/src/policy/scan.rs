@@ -16,6 +16,8 @@ use crate::tier::stub;
 pub struct Candidate {
     pub path: PathBuf,
     pub size: u64,
+    /// The east space its offload frees (its allocated blocks).
+    pub frees: u64,
     pub idle: i64,
     pub why: String,
 }
@@ -91,6 +93,7 @@ pub fn scan(root: &Path, rules: &Compiled, stub_attr: &str, now: i64) -> Plan {
                     plan.candidates.push(Candidate {
                         path,
                         size: md.size(),
+                        frees: md.blocks().saturating_mul(512),
                         idle,
                         why,
                     });

@@ -90,6 +90,8 @@ pub fn set_policy_request(args: &PolicySetArgs) -> Result<pb::SetPolicyRequest, 
                 .as_deref()
                 .map(|s| validate::duration_secs("--every", s))
                 .transpose()?,
+            high_percent: args.high,
+            low_percent: args.low,
         }),
         clear: false,
     })
@@ -141,6 +143,8 @@ mod tests {
             owner: vec![],
             min_age_hours: None,
             every: Some("6h".into()),
+            high: None,
+            low: None,
         }
     }
 

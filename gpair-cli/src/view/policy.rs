@@ -58,6 +58,13 @@ fn rules_lines(r: &pb::PolicyRules) -> Vec<(&'static str, String)> {
                 }),
         ),
         (
+            "watermarks",
+            match (r.high_percent, r.low_percent) {
+                (Some(h), Some(l)) => format!("above {h}% full, offload down to {l}%"),
+                _ => "-".into(),
+            },
+        ),
+        (
             "min age",
             r.min_age_secs.map_or("-".into(), |s| {
                 format!("modified over {} ago", format::duration_secs(s))
@@ -80,6 +87,8 @@ fn policy_json(p: &pb::Policy) -> Value {
             "owners": r.owners,
             "min_age_secs": r.min_age_secs,
             "interval_secs": r.interval_secs,
+            "high_percent": r.high_percent,
+            "low_percent": r.low_percent,
         })),
     })
 }
@@ -314,6 +323,8 @@ mod tests {
                 owners: vec![],
                 min_age_secs: Some(3600),
                 interval_secs: None,
+                high_percent: None,
+                low_percent: None,
             }),
         }
     }
