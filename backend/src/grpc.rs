@@ -767,9 +767,14 @@ impl pb::admin_server::Admin for AdminService {
             usage,
             job,
             scan_ms,
-        } = crate::policy::run::run(&self.tiering, &rec, r.dry_run, None)
-            .await
-            .map_err(tier_status)?;
+        } = crate::policy::run::run(
+            &self.tiering,
+            &rec,
+            r.dry_run,
+            crate::policy::run::Select::All,
+        )
+        .await
+        .map_err(tier_status)?;
         let (used, total) = usage.unwrap_or((0, 0));
         let show = if r.show == 0 { 20 } else { r.show as usize };
         Ok(Response::new(pb::PolicyRun {
@@ -1239,6 +1244,7 @@ fn rules_from_pb(r: pb::PolicyRules) -> crate::policy::rules::Rules {
         interval_secs: r.interval_secs,
         high_percent: r.high_percent.map(|p| p.min(255) as u8),
         low_percent: r.low_percent.map(|p| p.min(255) as u8),
+        east_soft_limit: r.east_soft_limit,
     }
 }
 
@@ -1258,6 +1264,7 @@ fn policy_pb(rec: &GpairRecord) -> pb::Policy {
             interval_secs: r.interval_secs,
             high_percent: r.high_percent.map(u32::from),
             low_percent: r.low_percent.map(u32::from),
+            east_soft_limit: r.east_soft_limit,
         }),
     }
 }

@@ -240,6 +240,11 @@ pub struct PolicySetArgs {
     #[arg(long, value_name = "PCT", requires = "high", value_parser = clap::value_parser!(u32).range(0..=99))]
     pub low: Option<u32>,
 
+    /// When the share's local data (files not offloaded) exceeds SIZE, offload the coldest
+    /// candidates until it is under (checked every 30 s).
+    #[arg(long, value_name = "SIZE")]
+    pub east_soft_limit: Option<String>,
+
     /// Never a file modified within the last N hours [default: 1].
     #[arg(long, value_name = "HOURS", value_parser = clap::value_parser!(u32).range(0..=876_000))]
     pub min_age_hours: Option<u32>,

@@ -369,3 +369,41 @@ fn above_the_high_watermark_the_coldest_files_go_until_usage_is_under_low() {
     );
     drop(w);
 }
+
+#[test]
+fn over_the_east_soft_limit_the_coldest_files_go_until_it_is_under() {
+    let w = world("");
+    // Ten 1 MiB files, f00 the youngest (100 days), f09 the oldest.
+    let files: Vec<_> = (0..10)
+        .map(|i| aged(&w, &format!("s/f{i:02}.bin"), 1 << 20, (100 + 10 * i) * DAY))
+        .collect();
+    w.synced();
+    w.ok(&[
+        "policy",
+        "set",
+        "p",
+        "--idle-days",
+        "30",
+        "--east-soft-limit",
+        "4M",
+    ]);
+    let remote = |f: &std::path::PathBuf| w.state(f)["state"] == "remote";
+    assert!(
+        gpair_tests::poll_until(gpair_tests::world::WAIT, || files
+            .iter()
+            .filter(|f| remote(f))
+            .count()
+            >= 6),
+        "the soft limit did not move the files\n{}",
+        w.diagnostics()
+    );
+    // Exactly the six coldest went: 4 MiB of local data is left.
+    std::thread::sleep(Duration::from_secs(1));
+    let states: Vec<bool> = files.iter().map(remote).collect();
+    assert_eq!(
+        states,
+        vec![false, false, false, false, true, true, true, true, true, true],
+        "{}",
+        w.diagnostics()
+    );
+}

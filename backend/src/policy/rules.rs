@@ -36,6 +36,9 @@ pub struct Rules {
     /// candidates go until usage is under `low`.
     pub high_percent: Option<u8>,
     pub low_percent: Option<u8>,
+    /// East soft limit of the share's local data (bytes of files not offloaded): above it,
+    /// the coldest candidates go until it is under.
+    pub east_soft_limit: Option<u64>,
 }
 
 impl Default for Rules {
@@ -52,6 +55,7 @@ impl Default for Rules {
             interval_secs: None,
             high_percent: None,
             low_percent: None,
+            east_soft_limit: None,
         }
     }
 }
@@ -82,6 +86,11 @@ impl Rules {
             ))
             }
             _ => return Err("give both watermarks, high and low".into()),
+        }
+        if self.east_soft_limit == Some(0) {
+            return Err(
+                "an east soft limit of 0 bytes would offload everything; give a size".into(),
+            );
         }
         if self.interval_secs == Some(0) {
             return Err("the interval of periodic runs must be at least one second".into());
@@ -376,6 +385,7 @@ mod tests {
             interval_secs: None,
             high_percent: None,
             low_percent: None,
+            east_soft_limit: None,
         }
     }
 

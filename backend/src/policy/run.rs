@@ -23,13 +23,23 @@ pub struct Run {
     pub scan_ms: u64,
 }
 
-/// Runs `rec`'s policy. With `free`, only the coldest candidates whose offload frees that
-/// many bytes of east space go (a watermark run).
+/// Which candidates a run moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Select {
+    /// Every one (`policy run`, periodic runs).
+    All,
+    /// The coldest, until their offload frees this many bytes of east space (watermarks).
+    Free(u64),
+    /// The coldest, until the share's local data is under this many bytes (soft limit).
+    LocalUnder(u64),
+}
+
+/// Runs `rec`'s policy, moving the candidates `select` picks.
 pub async fn run(
     tier: &Arc<Tiering>,
     rec: &GpairRecord,
     dry_run: bool,
-    free: Option<u64>,
+    select: Select,
 ) -> Result<Run, TierError> {
     let Some(rules) = rec.policy.clone() else {
         return Err(TierError::Precondition(format!(
@@ -48,6 +58,11 @@ pub async fn run(
     .await
     .map_err(|e| TierError::Internal(e.to_string()))?;
     let mut plan = plan;
+    let free = match select {
+        Select::All => None,
+        Select::Free(n) => Some(n),
+        Select::LocalUnder(limit) => Some(plan.local_bytes.saturating_sub(limit)),
+    };
     if let Some(need) = free {
         let mut freed = 0u64;
         let keep = plan
@@ -68,16 +83,28 @@ pub async fn run(
         let paths = plan.candidates.iter().map(|c| c.path.clone()).collect();
         job = tier.create_job(JobKind::Migrate, paths, false).await?.id();
     }
-    tracing::info!(
-        gpair = rec.name,
-        dry_run,
-        scanned = plan.scanned_files,
-        candidates = plan.candidates.len(),
-        bytes = plan.candidate_bytes,
-        job,
-        scan_ms,
-        "policy run"
-    );
+    // A soft-limit check that found nothing to do is not news.
+    let quiet = job == 0 && matches!(select, Select::LocalUnder(_));
+    if quiet {
+        tracing::debug!(
+            gpair = rec.name,
+            local = plan.local_bytes,
+            scan_ms,
+            "soft limit checked"
+        );
+    } else {
+        tracing::info!(
+            gpair = rec.name,
+            ?select,
+            dry_run,
+            scanned = plan.scanned_files,
+            candidates = plan.candidates.len(),
+            bytes = plan.candidate_bytes,
+            job,
+            scan_ms,
+            "policy run"
+        );
+    }
     Ok(Run {
         plan,
         usage,
@@ -85,6 +112,10 @@ pub async fn run(
         scan_ms,
     })
 }
+
+/// When a new soft limit is first checked, and how often after that.
+const SOFT_LIMIT_FIRST_CHECK: Duration = Duration::from_secs(2);
+const SOFT_LIMIT_CHECKS: Duration = Duration::from_secs(30);
 
 /// How much east space must be freed to bring the share's filesystem from above `high` percent
 /// to `low` percent, if it is above.
@@ -104,6 +135,8 @@ pub fn start_periodic(tier: Arc<Tiering>) {
     tokio::spawn(async move {
         // gpair → (when its last run started, the job it started)
         let mut last: HashMap<String, (Instant, u64)> = HashMap::new();
+        // gpair → when its soft limit is next checked (a scan: not every second)
+        let mut soft_due: HashMap<String, Instant> = HashMap::new();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -111,6 +144,7 @@ pub fn start_periodic(tier: Arc<Tiering>) {
             }
             let records = tier.engine.gpair_records();
             last.retain(|name, _| records.iter().any(|(r, _)| &r.name == name));
+            soft_due.retain(|name, _| records.iter().any(|(r, _)| &r.name == name));
             for (rec, _) in records {
                 let Some(policy) = rec.policy.clone() else {
                     last.remove(&rec.name);
@@ -134,20 +168,33 @@ pub fn start_periodic(tier: Arc<Tiering>) {
                 let periodic_due = policy
                     .interval_secs
                     .is_some_and(|every| since.elapsed() >= Duration::from_secs(every));
-                if free.is_none() && !periodic_due {
-                    continue;
-                }
-                if let Some(need) = free {
-                    tracing::info!(
-                        gpair = rec.name,
-                        need,
-                        "east usage above the high watermark"
-                    );
-                }
+                let soft = policy.east_soft_limit.filter(|_| {
+                    let due = soft_due
+                        .entry(rec.name.clone())
+                        .or_insert_with(|| Instant::now() + SOFT_LIMIT_FIRST_CHECK);
+                    if Instant::now() < *due {
+                        return false;
+                    }
+                    *due = Instant::now() + SOFT_LIMIT_CHECKS;
+                    true
+                });
+                // A periodic run moves every candidate; a watermark or soft-limit run what
+                // it must (the soft limit is found out by the run's own scan).
+                let select = match (periodic_due, free, soft) {
+                    (true, ..) => Select::All,
+                    (false, Some(need), _) => {
+                        tracing::info!(
+                            gpair = rec.name,
+                            need,
+                            "east usage above the high watermark"
+                        );
+                        Select::Free(need)
+                    }
+                    (false, None, Some(limit)) => Select::LocalUnder(limit),
+                    (false, None, None) => continue,
+                };
                 let started = Instant::now();
-                // A watermark run frees what it must; a periodic one moves every candidate.
-                let need = if periodic_due { None } else { free };
-                let job = match run(&tier, &rec, false, need).await {
+                let job = match run(&tier, &rec, false, select).await {
                     Ok(r) => r.job,
                     Err(e) => {
                         tracing::warn!(gpair = rec.name, "periodic policy run failed: {e}");

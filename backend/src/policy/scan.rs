@@ -33,6 +33,8 @@ pub struct Plan {
     /// Files kept, by reason: (files, bytes).
     pub kept: BTreeMap<String, (u64, u64)>,
     pub noatime: bool,
+    /// East space held by regular files that are not offloaded (their allocated blocks).
+    pub local_bytes: u64,
 }
 
 /// Scans the share `root` with `rules` at `now` (seconds since the epoch). `stub_attr` names
@@ -87,6 +89,9 @@ pub fn scan(root: &Path, rules: &Compiled, stub_attr: &str, now: i64) -> Plan {
                 unsynced: false,
                 noatime: plan.noatime,
             };
+            if regular && !offloaded {
+                plan.local_bytes += md.blocks().saturating_mul(512);
+            }
             match rules.judge(&facts, now) {
                 Verdict::Offload { idle, why } => {
                     plan.candidate_bytes += md.size();
@@ -210,5 +215,6 @@ mod tests {
         assert_eq!(plan.scanned_dirs, 3);
         assert_eq!(plan.kept.get("used recently"), Some(&(1, 5000)));
         assert_eq!(plan.kept.get("excluded by \"*.db\""), Some(&(1, 5000)));
+        assert!(plan.local_bytes >= 20_000, "{}", plan.local_bytes);
     }
 }

@@ -92,6 +92,7 @@ pub fn set_policy_request(args: &PolicySetArgs) -> Result<pb::SetPolicyRequest, 
                 .transpose()?,
             high_percent: args.high,
             low_percent: args.low,
+            east_soft_limit: size("--east-soft-limit", &args.east_soft_limit)?,
         }),
         clear: false,
     })
@@ -145,6 +146,7 @@ mod tests {
             every: Some("6h".into()),
             high: None,
             low: None,
+            east_soft_limit: None,
         }
     }
 

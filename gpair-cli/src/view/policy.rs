@@ -65,6 +65,12 @@ fn rules_lines(r: &pb::PolicyRules) -> Vec<(&'static str, String)> {
             },
         ),
         (
+            "soft limit",
+            r.east_soft_limit.map_or("-".into(), |b| {
+                format!("local data over {} goes, coldest first", format::bytes(b))
+            }),
+        ),
+        (
             "min age",
             r.min_age_secs.map_or("-".into(), |s| {
                 format!("modified over {} ago", format::duration_secs(s))
@@ -89,6 +95,7 @@ fn policy_json(p: &pb::Policy) -> Value {
             "interval_secs": r.interval_secs,
             "high_percent": r.high_percent,
             "low_percent": r.low_percent,
+            "east_soft_limit": r.east_soft_limit,
         })),
     })
 }
@@ -325,6 +332,7 @@ mod tests {
                 interval_secs: None,
                 high_percent: None,
                 low_percent: None,
+                east_soft_limit: None,
             }),
         }
     }
