@@ -486,10 +486,7 @@ impl Core {
         if h.access == libc::O_RDONLY {
             return Err(Errno::EBADF);
         }
-        let path = self.handle_path(&h);
-        if self.stub_of_open(h.fd.as_fd(), &path)?.is_some() {
-            self.recall(&path, h.fd.as_fd())?;
-        }
+        self.recall_if_stub(&h)?;
         let mut done = 0;
         while done < data.len() {
             let at = offset.checked_add(done as u64).ok_or(Errno::EINVAL)?;
@@ -552,10 +549,7 @@ impl Core {
         if h.access == libc::O_RDONLY {
             return Err(Errno::EBADF);
         }
-        let path = self.handle_path(&h);
-        if self.stub_of_open(h.fd.as_fd(), &path)?.is_some() {
-            self.recall(&path, h.fd.as_fd())?;
-        }
+        self.recall_if_stub(&h)?;
         sys::fallocate(h.fd.as_fd(), mode, offset, length)?;
         h.wrote.store(true, Ordering::Relaxed);
         Ok(())
@@ -911,6 +905,15 @@ impl Core {
             return Err(e);
         }
         self.no_record_left(path, fd, "discard")
+    }
+
+    /// Recalls the handle's file first if it is a stub (before a change of its data).
+    fn recall_if_stub(&self, h: &Handle) -> Res<()> {
+        let path = self.handle_path(h);
+        if self.stub_of_open(h.fd.as_fd(), &path)?.is_some() {
+            self.recall(&path, h.fd.as_fd())?;
+        }
+        Ok(())
     }
 
     /// Asks for the stub at `path` to be recalled; it must have lost its record after.
