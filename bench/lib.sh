@@ -88,3 +88,16 @@ prepare_run() {
 helper() { python3 "$HELPER" "$@"; }
 # jget JSON KEY: one top-level value of a JSON object ("" when missing or null).
 jget() { python3 -c 'import json,sys; v=json.loads(sys.argv[1]).get(sys.argv[2]); print("" if v is None else v)' "$1" "$2"; }
+
+# start_bound_daemon CONFIG REMOTE: starts gpair-backend ($DAEMON) with CONFIG, adds the gateway
+# ($ENDPOINT, backend key $AK/$SK) as gpeer west and binds gpair $NAME ($SHARE <-> REMOTE).
+# Sets D_PID, and G to the gpair command line for $SOCK.
+start_bound_daemon() {
+    start daemon "$WORK" "$DAEMON" --config "$1"
+    D_PID=$PID
+    wait_line "$D_PID" "$WORK/daemon.stdout" 's#^gpair-backend listening on ##p' gpair-backend >/dev/null
+    G=("$GPAIR" --backend "$SOCK")
+    GPAIR_SECRET_KEY=$SK "${G[@]}" gpeer add west --endpoint "$ENDPOINT" --cluster-id LC_222 \
+        --access-key "$AK" >/dev/null
+    "${G[@]}" bind "$NAME" --gpeer west --local "$SHARE" --remote "$2" >/dev/null
+}

@@ -173,13 +173,7 @@ SOCK=$WORK/backend.sock
 } >"$WORK/backend.toml"
 TRANSFERS=$(sed -n 's/^ *transfers *= *\([0-9]*\).*/\1/p' "$WORK/backend.toml" | tail -n1)
 TRANSFERS=${TRANSFERS:-8}   # the daemon's default tier.transfers
-start daemon "$WORK" "$DAEMON" --config "$WORK/backend.toml"
-D_PID=$PID
-wait_line "$D_PID" "$WORK/daemon.stdout" 's#^gpair-backend listening on ##p' gpair-backend >/dev/null
-G=("$GPAIR" --backend "$SOCK")
-GPAIR_SECRET_KEY=$SK "${G[@]}" gpeer add west --endpoint "$ENDPOINT" --cluster-id LC_222 \
-    --access-key "$AK" >/dev/null
-"${G[@]}" bind "$NAME" --gpeer west --local "$SHARE" --remote "$BUCKET/gpair" >/dev/null
+start_bound_daemon "$WORK/backend.toml" "$BUCKET/gpair"
 echo "== gateway $ENDPOINT (pid $GW_PID), daemon pid $D_PID; waiting for the metadata sync of the share" >&2
 S=$(helper settle "$GPAIR" "$SOCK" "$NAME" "$D_PID" 3600)
 echo "   metadata sync settled: $S" >&2

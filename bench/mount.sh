@@ -199,13 +199,7 @@ ENDPOINT=http://$ADDR
 SOCK=$WORK/backend.sock
 printf 'cluster_id = "LC_111"\ncatalog = "%s"\nsocket = "%s"\n\n[sync]\nreconcile_interval_secs = 0\n' \
     "$WORK/catalog" "$SOCK" >"$WORK/backend.toml"
-start daemon "$WORK" "$DAEMON" --config "$WORK/backend.toml"
-D_PID=$PID
-wait_line "$D_PID" "$WORK/daemon.stdout" 's#^gpair-backend listening on ##p' gpair-backend >/dev/null
-G=("$GPAIR" --backend "$SOCK")
-GPAIR_SECRET_KEY=$SK "${G[@]}" gpeer add west --endpoint "$ENDPOINT" --cluster-id LC_222 \
-    --access-key "$AK" >/dev/null
-"${G[@]}" bind "$NAME" --gpeer west --local "$SHARE" --remote "$BUCKET/$PREFIX" >/dev/null
+start_bound_daemon "$WORK/backend.toml" "$BUCKET/$PREFIX"
 echo "== gateway $ENDPOINT (pid $GW_PID), daemon pid $D_PID; waiting for the metadata sync" >&2
 S=$(python3 "$MHELPER" settle "$GPAIR" "$SOCK" "$NAME" "$D_PID" 3600)
 echo "   settled: $S" >&2
