@@ -5,7 +5,8 @@
 # in the kernel's caches) and cold (`echo 3 > /proc/sys/vm/drop_caches` before each run).
 # The scan does what find does (a readdir and a statx per entry) plus what a policy needs: the
 # pin attribute of every file, the stub record of files whose blocks look released, and the
-# rules. Goal: >= 0.5x find, warm. See docs/benchmarks.md, "Policy scan".
+# rules. It runs with the daemon's walker threads (twice the cores, 2 to 16) and, for
+# comparison, with one. Goal: >= 0.5x find, warm. See docs/benchmarks.md, "Policy scan".
 #
 # usage: bench/policy-scan.sh [--entries N] [--per-dir N] [--rounds K] [--out FILE.jsonl]
 #                             [--keep] [--no-build]
@@ -81,6 +82,7 @@ timed() {
 }
 run_find() { find "$TREE" -printf '%s %T@ %A@\n'; }
 run_scan() { "$SCAN" "$TREE" 30; }
+run_scan1() { "$SCAN" "$TREE" 30 1; }
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
 record() { # MODE TOOL SECS
@@ -95,6 +97,7 @@ echo "== warm, $ROUNDS rounds" >&2
 for _ in $(seq 1 "$ROUNDS"); do
     record warm find "$(timed run_find)"
     record warm scan "$(timed run_scan)"
+    record warm scan1 "$(timed run_scan1)"
 done
 if [ -w /proc/sys/vm/drop_caches ]; then
     echo "== cold, $COLD_ROUNDS rounds" >&2
@@ -103,6 +106,8 @@ if [ -w /proc/sys/vm/drop_caches ]; then
         record cold find "$(timed run_find)"
         drop
         record cold scan "$(timed run_scan)"
+        drop
+        record cold scan1 "$(timed run_scan1)"
     done
 else
     echo "== cold runs skipped: /proc/sys/vm/drop_caches is not writable (needs root)" >&2
@@ -113,16 +118,17 @@ import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 print("source: %s" % sys.argv[2])
 print()
-print("| mode | find entries/s | scan entries/s | scan / find |")
-print("|---|---|---|---|")
+print("| mode | find entries/s | scan entries/s | scan / find | scan, 1 thread | 1 thread / find |")
+print("|---|---|---|---|---|---|")
 verdict = None
 for mode in ("warm", "cold"):
-    sec = {t: [r["secs"] for r in rows if r["mode"] == mode and r["tool"] == t] for t in ("find", "scan")}
-    if not sec["find"] or not sec["scan"]:
+    sec = {t: [r["secs"] for r in rows if r["mode"] == mode and r["tool"] == t] for t in ("find", "scan", "scan1")}
+    if not sec["find"] or not sec["scan"] or not sec["scan1"]:
         continue
     n = rows[0]["entries"]
     f, s = n / statistics.median(sec["find"]), n / statistics.median(sec["scan"])
-    print("| %s | %.0f | %.0f | %.2f |" % (mode, f, s, s / f))
+    s1 = n / statistics.median(sec["scan1"])
+    print("| %s | %.0f | %.0f | %.2f | %.0f | %.2f |" % (mode, f, s, s / f, s1, s1 / f))
     if mode == "warm":
         verdict = "%s policy scan warm: >= 0.5x find: %.2fx" % ("PASS" if s / f >= 0.5 else "MISS", s / f)
 print()

@@ -60,6 +60,9 @@ need_cmd vim vim
 need_cmd rsync rsync
 need_cmd git git
 need_cmd tar tar
+# The west fault suite makes network namespaces and netem/tbf qdiscs.
+need_cmd ip iproute2
+need_cmd tc iproute2
 if dpkg -s libclang-dev >/dev/null 2>&1; then
     echo "ok       libclang-dev (dpkg)"
 else

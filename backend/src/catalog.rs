@@ -63,6 +63,10 @@ pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 pub struct Catalog {
     db: DB,
     path: PathBuf,
+    /// Where every registry change is copied (`gpair fsck --rebuild` after a lost catalog:
+    /// see [`crate::fsck::write_registry_backup`]); unset in tests.
+    registry_backup: std::sync::OnceLock<PathBuf>,
+    backup_lock: std::sync::Mutex<()>,
 }
 
 /// `gpair ‖ 0x00 ‖ path`: the key of a per-gpair record.
@@ -125,6 +129,8 @@ impl Catalog {
         let catalog = Self {
             db,
             path: path.into(),
+            registry_backup: std::sync::OnceLock::new(),
+            backup_lock: std::sync::Mutex::new(()),
         };
         match catalog.get_raw(CF_META, b"layout")? {
             None => catalog.put_raw(CF_META, b"layout", &[LAYOUT_VERSION])?,
@@ -158,7 +164,34 @@ impl Catalog {
     }
 
     pub fn put_raw(&self, cf: &'static str, key: &[u8], value: &[u8]) -> Result<()> {
-        Ok(self.db.put_cf(self.cf(cf), key, value)?)
+        self.db.put_cf(self.cf(cf), key, value)?;
+        self.after_write(cf);
+        Ok(())
+    }
+
+    /// Copies the registry to `path` now and after every registry change from here on.
+    pub fn set_registry_backup(&self, path: PathBuf) {
+        let _ = self.registry_backup.set(path);
+        self.after_write(CF_REGISTRY);
+    }
+
+    pub fn registry_backup(&self) -> Option<&Path> {
+        self.registry_backup.get().map(PathBuf::as_path)
+    }
+
+    fn after_write(&self, cf: &'static str) {
+        if cf != CF_REGISTRY {
+            return;
+        }
+        if let Some(path) = self.registry_backup.get() {
+            let _one = self
+                .backup_lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Err(e) = crate::fsck::write_registry_backup(self, path) {
+                tracing::error!(path = %path.display(), error = %e, "cannot write the registry backup");
+            }
+        }
     }
 
     pub fn get<T: DeserializeOwned>(&self, cf: &'static str, key: &[u8]) -> Result<Option<T>> {
@@ -173,7 +206,9 @@ impl Catalog {
     }
 
     pub fn delete(&self, cf: &'static str, key: &[u8]) -> Result<()> {
-        Ok(self.db.delete_cf(self.cf(cf), key)?)
+        self.db.delete_cf(self.cf(cf), key)?;
+        self.after_write(cf);
+        Ok(())
     }
 
     /// Every record whose key starts with `prefix`, in key order. A corrupt record is

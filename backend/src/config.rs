@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub sync: RawSync,
     #[serde(default)]
     pub tier: RawTier,
+    #[serde(default)]
+    pub sessions: RawSessions,
     /// Optional TCP listener; TLS and a bearer token are mandatory on it.
     pub tcp: Option<RawTcp>,
 }
@@ -59,6 +61,62 @@ pub struct RawSync {
     pub gpeer_backoff_max_ms: Option<u64>,
     /// Send metadata updates to gateway-dialect gpeers in batches (default true).
     pub batch: Option<bool>,
+}
+
+/// Mount sessions and caps (DESIGN 6; docs/backend.md "Caps and sessions").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSessions {
+    /// Seconds between a mount's heartbeats (default 5; 1..=60, below the lease).
+    pub heartbeat_secs: Option<u64>,
+    /// Seconds a mount session lives without a heartbeat before it is evicted: its caps are
+    /// dropped and the files it had open for writing are marked dirty (default 30; at least
+    /// twice the heartbeat).
+    pub lease_secs: Option<u64>,
+    /// Seconds after a backend start during which the sessions of the previous run come
+    /// back and reclaim their caps; those that do not are evicted (default 45).
+    pub reconnect_window_secs: Option<u64>,
+    /// Seconds an offload waits for mounts to give write caps back before it defers the
+    /// file ("held open for write by ..."; default 10).
+    pub revoke_wait_secs: Option<u64>,
+}
+
+fn build_sessions(r: RawSessions) -> Result<crate::session::SessionConfig, ConfigError> {
+    let d = crate::session::SessionConfig::default();
+    let secs = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
+    let c = crate::session::SessionConfig {
+        heartbeat: secs(r.heartbeat_secs, d.heartbeat),
+        lease: secs(r.lease_secs, d.lease),
+        reconnect_window: secs(r.reconnect_window_secs, d.reconnect_window),
+        revoke_wait: secs(r.revoke_wait_secs, d.revoke_wait),
+    };
+    let invalid = |m: &str| Err(ConfigError::Invalid(m.into()));
+    if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&c.heartbeat) {
+        return invalid("sessions.heartbeat_secs must be 1..=60");
+    }
+    if c.lease < 2 * c.heartbeat || c.lease > Duration::from_secs(3600) {
+        return invalid(
+            "sessions.lease_secs must be at least twice sessions.heartbeat_secs and at most 3600",
+        );
+    }
+    if c.reconnect_window < 2 * c.heartbeat || c.reconnect_window > Duration::from_secs(3600) {
+        return Err(ConfigError::Invalid(format!(
+            "sessions.reconnect_window_secs = {}: give mounts at least two heartbeats ({} s) to \
+             come back after a restart, and at most 3600",
+            c.reconnect_window.as_secs(),
+            2 * c.heartbeat.as_secs()
+        )));
+    }
+    // A mount waits 30 s for the backend's answer to a take of a write cap; an offload must
+    // give up waiting for revokes before that, or the mount would take the answer for an
+    // unreachable backend.
+    if c.revoke_wait > Duration::from_secs(20) {
+        return Err(ConfigError::Invalid(format!(
+            "sessions.revoke_wait_secs = {}: at most 20 (mounts wait 30 s for a write cap)",
+            c.revoke_wait.as_secs()
+        )));
+    }
+    Ok(c)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,6 +227,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub sync: SyncConfig,
     pub tier: TierConfig,
+    pub sessions: crate::session::SessionConfig,
     pub tcp: Option<TcpConfig>,
 }
 
@@ -190,6 +249,9 @@ impl std::fmt::Debug for TcpConfig {
     }
 }
 
+/// Largest certificate, key or token file read for the TCP listener.
+const MAX_TCP_FILE_BYTES: u64 = 1 << 20;
+
 fn build_tcp(raw: RawTcp) -> Result<TcpConfig, ConfigError> {
     use std::os::unix::fs::PermissionsExt;
     let invalid = |m: String| ConfigError::Invalid(m);
@@ -205,6 +267,15 @@ fn build_tcp(raw: RawTcp) -> Result<TcpConfig, ConfigError> {
                 "[tcp] needs `{what}`: TCP is served only with TLS and a bearer token"
             ))
         })?;
+        // A regular file of sane size: `cert = "/dev/zero"` must not read forever.
+        let md = std::fs::metadata(&p)
+            .map_err(|e| invalid(format!("tcp.{what} {}: {e}", p.display())))?;
+        if !md.is_file() || md.len() > MAX_TCP_FILE_BYTES {
+            return Err(invalid(format!(
+                "tcp.{what} {}: not a regular file of at most {MAX_TCP_FILE_BYTES} bytes",
+                p.display()
+            )));
+        }
         let bytes =
             std::fs::read(&p).map_err(|e| invalid(format!("tcp.{what} {}: {e}", p.display())))?;
         Ok((p, bytes))
@@ -287,7 +358,7 @@ impl Config {
         })?;
         let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.into(),
-            message: e.to_string(),
+            message: toml_error_line(&text, &e),
         })?;
         Self::build(raw)
     }
@@ -353,6 +424,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(20)),
             tcp: raw.tcp.map(build_tcp).transpose()?,
             tier: build_tier(raw.tier)?,
+            sessions: build_sessions(raw.sessions)?,
             sync: SyncConfig {
                 workers,
                 walk_threads,
@@ -369,9 +441,75 @@ impl Config {
     }
 }
 
+/// One line for a TOML error: where, the key it is about, and what is wrong (toml's own text
+/// spans several lines and names the key only in its source excerpt).
+pub fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else {
+        return message;
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    match (table, key) {
+        (Some(t), Some(k)) => format!("line {line_no}, column {column}: `{t}.{k}`: {message}"),
+        (None, Some(k)) => format!("line {line_no}, column {column}: `{k}`: {message}"),
+        _ => format!("line {line_no}, column {column}: {message}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn toml_errors_are_one_line_naming_the_key() {
+        let text = "cluster_id = \"a\"\n[sync]\nworkers = \"8\"\n";
+        let e = toml::from_str::<RawConfig>(text).unwrap_err();
+        let line = toml_error_line(text, &e);
+        assert!(
+            line.starts_with("line 3, column 11: `sync.workers`: invalid type"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'), "{line}");
+    }
+
+    #[test]
+    fn session_settings_have_defaults_and_limits() {
+        let base = "cluster_id = \"LC_1\"\ncatalog = \"/x\"\n";
+        let c = Config::build(toml::from_str(base).unwrap()).unwrap();
+        assert_eq!(c.sessions, crate::session::SessionConfig::default());
+        let c = Config::build(
+            toml::from_str(&format!(
+                "{base}[sessions]\nheartbeat_secs = 1\nlease_secs = 3\nreconnect_window_secs = 5\nrevoke_wait_secs = 2"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.sessions.lease, Duration::from_secs(3));
+        assert_eq!(c.sessions.revoke_wait, Duration::from_secs(2));
+        let err = Config::build(
+            toml::from_str(&format!(
+                "{base}[sessions]\nheartbeat_secs = 5\nlease_secs = 6"
+            ))
+            .unwrap(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("sessions.lease_secs"), "{err}");
+        assert!(toml::from_str::<RawConfig>(&format!("{base}[sessions]\nlease = 3")).is_err());
+    }
 
     #[test]
     fn required_fields_and_bad_values_are_named() {

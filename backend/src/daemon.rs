@@ -44,6 +44,19 @@ pub async fn run(
     let catalog = Arc::new(tokio::task::block_in_place(|| {
         Catalog::open(&config.catalog)
     })?);
+    // The registry is copied next to the catalog at every change; a catalog created afresh
+    // (lost) gets it back before anything reads it (docs/operations.md, "Catalog lost").
+    let backup = crate::fsck::registry_backup_path(&config.catalog);
+    let restored =
+        tokio::task::block_in_place(|| crate::fsck::restore_registry(&catalog, &backup))?;
+    if restored > 0 {
+        tracing::warn!(
+            records = restored,
+            backup = %backup.display(),
+            "the catalog had no registry: gpeers and gpairs restored from the registry backup; run `gpair fsck --rebuild` to rebuild each gpair's records"
+        );
+    }
+    catalog.set_registry_backup(backup);
     let cancel = CancellationToken::new();
     let engine = Engine::new(
         Arc::clone(&catalog),
@@ -89,6 +102,9 @@ pub async fn run(
     engine.quotas.load(&catalog)?;
     let tiering =
         crate::tier::Tiering::new(Arc::clone(&engine), config.tier.clone(), cancel.clone());
+    // Mount sessions and caps of the previous run (stale exclusive caps purged) before any
+    // migration runs: offloads ask them for the exclusive cap.
+    let sessions = crate::session::start(&catalog, &config, &tiering, cancel.clone())?;
     let recovered = tokio::task::block_in_place(|| tiering.recover())?;
     if recovered != crate::tier::recover::Recovered::default() {
         tracing::info!(?recovered, "interrupted migrations resolved");
@@ -116,7 +132,7 @@ pub async fn run(
     });
     let mount = Arc::new(MountService {
         tiering: Arc::clone(&tiering),
-        sessions: Arc::new(crate::session::Sessions::default()),
+        sessions: Arc::clone(&sessions),
     });
     let tcp_server = match &config.tcp {
         Some(tcp) => Some(
@@ -133,7 +149,9 @@ pub async fn run(
     };
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let serve_cancel = cancel.clone();
+    let closing_sessions = Arc::clone(&sessions);
     let server = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(bound_status_message))
         .add_service(pb::admin_server::AdminServer::from_arc(admin))
         .add_service(pb::changes_server::ChangesServer::from_arc(changes))
         .add_service(pb::mount_server::MountServer::from_arc(mount))
@@ -142,6 +160,9 @@ pub async fn run(
                 () = shutdown => {}
                 () = serve_cancel.cancelled() => {}
             }
+            // End the mounts' revoke streams (the server waits for open streams) and stop
+            // evicting sessions that cannot reach us while we stop.
+            closing_sessions.closing();
         });
     let result = server.await;
     tracing::info!("shutting down: stopping workers");
@@ -156,6 +177,7 @@ pub async fn run(
     {
         tracing::warn!("workers did not stop within the grace period");
     }
+    sessions.shutdown();
     let _ = tokio::task::block_in_place(|| catalog.sync_wal());
     let _ = std::fs::remove_file(&config.socket);
     result?;
@@ -213,6 +235,7 @@ async fn serve_tcp(
         .tls_config(
             ServerTlsConfig::new().identity(Identity::from_pem(&tcp.cert_pem, &tcp.key_pem)),
         )?
+        .layer(tower::util::MapResponseLayer::new(bound_status_message))
         .add_service(tonic::service::interceptor::InterceptedService::new(
             pb::admin_server::AdminServer::from_arc(admin),
             token.clone(),
@@ -257,4 +280,76 @@ fn bind_socket(config: &Config) -> Result<tokio::net::UnixListener, RunError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.socket_mode))
         .map_err(err)?;
     Ok(listener)
+}
+
+/// Longest `grpc-message` sent, in bytes (percent-encoded).
+const MAX_STATUS_MESSAGE: usize = 1024;
+
+/// Cuts a long gRPC status message: an error that quotes a huge request field (a 1 MiB name
+/// or path) would otherwise make a `grpc-message` header larger than clients accept, and the
+/// caller would get an HTTP/2 protocol error instead of the reason. The cut never splits a
+/// `%XX` escape nor a UTF-8 character.
+fn bound_status_message<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let Some(v) = resp.headers().get("grpc-message") else {
+        return resp;
+    };
+    let b = v.as_bytes();
+    if b.len() <= MAX_STATUS_MESSAGE {
+        return resp;
+    }
+    let mut cut = MAX_STATUS_MESSAGE;
+    while cut > 0 {
+        let in_escape = b[cut - 1] == b'%' || (cut >= 2 && b[cut - 2] == b'%');
+        let continuation = b.get(cut) == Some(&b'%')
+            && matches!(
+                b.get(cut + 1),
+                Some(b'8' | b'9' | b'A' | b'B' | b'a' | b'b')
+            );
+        if !in_escape && !continuation {
+            break;
+        }
+        cut -= 1;
+    }
+    let mut short = b[..cut].to_vec();
+    short.extend_from_slice(b"%E2%80%A6 (cut)");
+    if let Ok(v) = http::HeaderValue::from_bytes(&short) {
+        resp.headers_mut().insert("grpc-message", v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_message(m: &str) -> http::Response<()> {
+        let mut r = http::Response::new(());
+        r.headers_mut().insert(
+            "grpc-message",
+            http::HeaderValue::from_str(m).expect("ascii"),
+        );
+        r
+    }
+
+    #[test]
+    fn long_status_messages_are_cut_between_characters() {
+        let short = with_message("gpair name \"x\" is bad");
+        assert_eq!(
+            bound_status_message(short).headers()["grpc-message"],
+            "gpair name \"x\" is bad"
+        );
+        // "é" is %C3%A9: whatever the offset, the cut keeps whole characters.
+        for pad in 0..6 {
+            let m = format!("{}{}", "a".repeat(pad), "%C3%A9".repeat(400));
+            let cut = bound_status_message(with_message(&m));
+            let v = cut.headers()["grpc-message"]
+                .to_str()
+                .expect("ascii")
+                .to_string();
+            assert!(v.len() <= MAX_STATUS_MESSAGE + 20, "{}", v.len());
+            let decoded = percent_encoding::percent_decode_str(&v).decode_utf8();
+            assert!(decoded.is_ok(), "pad {pad}: {v}");
+            assert!(decoded.expect("utf8").ends_with("… (cut)"));
+        }
+    }
 }

@@ -77,6 +77,7 @@ impl AdminService {
             .iter()
             .filter(|(g, _)| g.gpeer == rec.name)
             .count() as u32;
+        let (outbox_pending, migration_pending) = self.gpeer_queued(&rec.name);
         pb::Gpeer {
             name: rec.name.clone(),
             cluster_id: rec.cluster_id.clone(),
@@ -84,12 +85,18 @@ impl AdminService {
             access_key: rec.conn.access_key.clone(),
             region: rec.conn.region.clone(),
             dialect: dialect_pb(rec.conn.dialect),
+            outbox_pending,
+            migration_pending,
             health: Some(pb::Health {
-                state: if h.is_retrying() {
+                state: if h.is_down() {
+                    pb::HealthState::Down as i32
+                } else if h.is_retrying() {
                     pb::HealthState::Retrying as i32
                 } else {
                     pb::HealthState::Healthy as i32
                 },
+                since_ms: h.since_ms,
+                last_error_class: h.last_error_class.to_owned(),
                 consecutive_failures: h.consecutive_failures,
                 last_error: h.last_error.clone(),
                 last_error_at_ms: h.last_error_at_ms,
@@ -103,6 +110,35 @@ impl AdminService {
             created_at_ms: rec.created_at_ms,
             gpairs,
         }
+    }
+
+    /// Work queued for a gpeer: (outbox records of its gpairs, files still pending in
+    /// unfinished jobs that touch its gpairs).
+    fn gpeer_queued(&self, gpeer: &str) -> (u64, u64) {
+        let gpairs: Vec<String> = self
+            .engine
+            .gpair_records()
+            .into_iter()
+            .filter(|(g, _)| g.gpeer == gpeer)
+            .map(|(g, _)| g.name)
+            .collect();
+        let outbox = gpairs.iter().map(|g| self.engine.queue_counts(g).0).sum();
+        let migration = self
+            .tiering
+            .jobs(usize::MAX)
+            .iter()
+            .filter_map(|rt| {
+                let rec = rt.record();
+                if rec.state.finished() || !rec.gpairs.iter().any(|g| gpairs.contains(g)) {
+                    return None;
+                }
+                Some(
+                    rec.files_total
+                        .saturating_sub(rt.counters().finished_files()),
+                )
+            })
+            .sum();
+        (outbox, migration)
     }
 
     fn gpair_pb(&self, rec: &GpairRecord, stats: &GpairStats) -> pb::Gpair {
@@ -139,6 +175,8 @@ impl AdminService {
     }
 
     fn find_gpair(&self, name: &str) -> Result<(GpairRecord, Arc<GpairStats>), Status> {
+        // A missing or malformed name is the caller's mistake, not an unknown gpair.
+        registry::check_name("gpair name", name).map_err(invalid)?;
         self.engine.gpair(name).ok_or_else(|| {
             Status::not_found(format!("gpair {name:?} does not exist (see `gpair ls`)"))
         })
@@ -544,6 +582,30 @@ impl pb::admin_server::Admin for AdminService {
             outbox_pending: pending,
             outbox_failing: failing,
             catalog_path: self.engine.catalog.path().display().to_string(),
+            scans: self
+                .tiering
+                .scans
+                .list(
+                    &self
+                        .engine
+                        .gpair_records()
+                        .into_iter()
+                        .map(|(r, _)| r.name)
+                        .collect::<Vec<_>>(),
+                )
+                .into_iter()
+                .map(|s| pb::PolicyScan {
+                    gpair: s.gpair,
+                    running: s.finished_ms == 0,
+                    started_at_ms: s.started_ms,
+                    finished_at_ms: s.finished_ms,
+                    dirs: s.dirs,
+                    files: s.files,
+                    candidates: s.candidates,
+                    candidate_bytes: s.candidate_bytes,
+                    trigger: s.trigger.to_owned(),
+                })
+                .collect(),
         }))
     }
 
@@ -753,7 +815,39 @@ impl pb::admin_server::Admin for AdminService {
                 .unwrap_or_default(),
             noatime: e.noatime,
             reads: e.reads,
+            last_recall_at_ms: e.last_recall_ms,
         }))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %req.get_ref().name))]
+    async fn fsck(
+        &self,
+        req: Request<pb::FsckRequest>,
+    ) -> Result<Response<pb::FsckResponse>, Status> {
+        crate::fsck::serve(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_caps(
+        &self,
+        req: Request<pb::ListCapsRequest>,
+    ) -> Result<Response<pb::ListCapsResponse>, Status> {
+        crate::session::rpc::list_caps(&self.tiering, req.into_inner()).map(Response::new)
+    }
+
+    async fn list_sessions(
+        &self,
+        _: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        crate::session::rpc::list_sessions(&self.tiering).map(Response::new)
+    }
+
+    async fn evict_session(
+        &self,
+        req: Request<pb::EvictSessionRequest>,
+    ) -> Result<Response<pb::EvictSessionResponse>, Status> {
+        crate::session::rpc::evict_session(&self.tiering, req.into_inner()).map(Response::new)
     }
 
     async fn run_policy(
@@ -772,6 +866,7 @@ impl pb::admin_server::Admin for AdminService {
             &rec,
             r.dry_run,
             crate::policy::run::Select::All,
+            crate::policy::run::Trigger::Admin,
         )
         .await
         .map_err(tier_status)?;
@@ -906,6 +1001,7 @@ fn job_pb(rt: &JobRt, files: Option<JobFiles>) -> pb::Job {
             .collect(),
         files_truncated: truncated,
         gpairs: r.gpairs.clone(),
+        background: r.background,
         cancel_requested: rt.cancel.is_cancelled() && !r.state.finished(),
     }
 }
@@ -921,6 +1017,7 @@ fn file_state_pb(s: FileState) -> pb::FileState {
             TierState::Dirty => pb::TierState::Dirty,
             TierState::Conflict => pb::TierState::Conflict,
             TierState::Unmanaged => pb::TierState::Unmanaged,
+            TierState::Lost => pb::TierState::Lost,
         } as i32,
         gpair: s.gpair,
         west_key: s.west_key,
@@ -954,11 +1051,14 @@ impl AdminService {
             .enumerate()
             .map(|(i, p)| abs_path_field(&format!("paths[{i}]"), p))
             .collect::<Result<Vec<_>, _>>()?;
-        let rt = self
-            .tiering
-            .create_job(kind, paths, r.recursive)
-            .await
-            .map_err(tier_status)?;
+        let rt = if r.background {
+            self.tiering
+                .create_background_job(kind, paths, r.recursive)
+                .await
+        } else {
+            self.tiering.create_job(kind, paths, r.recursive).await
+        }
+        .map_err(tier_status)?;
         let rec = rt.record();
         tracing::info!(
             job = rec.id,
@@ -1129,8 +1229,8 @@ impl pb::mount_server::Mount for MountService {
         tracing::info!(session = s.id, client = s.client, share = %s.share.display(), mountpoint = %s.mountpoint.display(), "mount session opened");
         Ok(Response::new(pb::MountSession {
             id: s.id,
-            heartbeat_ms: crate::session::HEARTBEAT.as_millis() as u64,
-            lease_ms: crate::session::LEASE.as_millis() as u64,
+            heartbeat_ms: self.sessions.config().heartbeat.as_millis() as u64,
+            lease_ms: self.sessions.config().lease.as_millis() as u64,
             stub_attr: self.tiering.config.stub_xattr.clone(),
         }))
     }
@@ -1139,8 +1239,11 @@ impl pb::mount_server::Mount for MountService {
         &self,
         req: Request<pb::SessionRef>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let known = self.sessions.heartbeat(&req.get_ref().id, now_ms());
-        Ok(Response::new(pb::HeartbeatResponse { known }))
+        let beat = self.sessions.heartbeat(&req.get_ref().id, now_ms());
+        Ok(Response::new(pb::HeartbeatResponse {
+            known: beat.known,
+            reclaim: beat.reclaim,
+        }))
     }
 
     async fn close_session(
@@ -1151,7 +1254,10 @@ impl pb::mount_server::Mount for MountService {
         if known {
             tracing::info!(session = req.get_ref().id, "mount session closed");
         }
-        Ok(Response::new(pb::HeartbeatResponse { known }))
+        Ok(Response::new(pb::HeartbeatResponse {
+            known,
+            reclaim: false,
+        }))
     }
 
     async fn read_grant(
@@ -1194,6 +1300,48 @@ impl pb::mount_server::Mount for MountService {
             .map_err(internal)?
             .map_err(tier_status)?;
         Ok(Response::new(pb::DiscardResponse { was_stub }))
+    }
+
+    async fn take_cap(
+        &self,
+        req: Request<pb::CapRequest>,
+    ) -> Result<Response<pb::CapReply>, Status> {
+        crate::session::rpc::take_cap(&self.sessions, &self.tiering, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn release_cap(
+        &self,
+        req: Request<pb::CapRequest>,
+    ) -> Result<Response<pb::CapReply>, Status> {
+        crate::session::rpc::release_cap(&self.sessions, &self.tiering, req.into_inner())
+            .map(Response::new)
+    }
+
+    type WatchRevokesStream = crate::session::rpc::RevokeStream;
+
+    async fn watch_revokes(
+        &self,
+        req: Request<pb::SessionRef>,
+    ) -> Result<Response<Self::WatchRevokesStream>, Status> {
+        crate::session::rpc::watch_revokes(&self.sessions, req.into_inner()).map(Response::new)
+    }
+
+    async fn answer_revoke(
+        &self,
+        req: Request<pb::RevokeAnswer>,
+    ) -> Result<Response<pb::CapReply>, Status> {
+        crate::session::rpc::answer_revoke(&self.sessions, &self.tiering, req.into_inner())
+            .map(Response::new)
+    }
+
+    async fn reclaim_caps(
+        &self,
+        req: Request<pb::ReclaimCapsRequest>,
+    ) -> Result<Response<pb::ReclaimCapsReply>, Status> {
+        crate::session::rpc::reclaim_caps(&self.sessions, &self.tiering, req.into_inner())
+            .map(Response::new)
     }
 }
 
@@ -1245,6 +1393,8 @@ fn rules_from_pb(r: pb::PolicyRules) -> crate::policy::rules::Rules {
         high_percent: r.high_percent.map(|p| p.min(255) as u8),
         low_percent: r.low_percent.map(|p| p.min(255) as u8),
         east_soft_limit: r.east_soft_limit,
+        max_files_per_sec: r.max_files_per_sec,
+        max_bytes_per_sec: r.max_bytes_per_sec,
     }
 }
 
@@ -1265,6 +1415,8 @@ fn policy_pb(rec: &GpairRecord) -> pb::Policy {
             high_percent: r.high_percent.map(u32::from),
             low_percent: r.low_percent.map(u32::from),
             east_soft_limit: r.east_soft_limit,
+            max_files_per_sec: r.max_files_per_sec,
+            max_bytes_per_sec: r.max_bytes_per_sec,
         }),
     }
 }

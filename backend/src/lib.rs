@@ -2,10 +2,12 @@
 //! and change-notification API — the migration engine (offload, recall, jobs, quotas), the
 //! FUSE client `gpair-mount` (`mount`) and the policy engine (`policy`, in progress).
 
+pub mod caps;
 pub mod catalog;
 pub mod config;
 pub mod daemon;
 pub mod entry;
+pub mod fsck;
 pub mod grpc;
 pub mod mount;
 pub mod policy;

@@ -136,6 +136,9 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Longest remote prefix, in bytes.
+pub const MAX_REMOTE_PREFIX: usize = 512;
+
 /// Splits `BUCKET[/PREFIX]` and checks both parts.
 pub fn parse_remote(remote: &str) -> Result<(String, String), Invalid> {
     let remote = remote.trim_matches('/');
@@ -152,6 +155,13 @@ pub fn parse_remote(remote: &str) -> Result<(String, String), Invalid> {
         )));
     }
     let prefix = prefix.trim_matches('/');
+    // Every key of the share starts with the prefix, and S3 keys are at most 1024 bytes.
+    if prefix.len() > MAX_REMOTE_PREFIX {
+        return Err(Invalid::Other(format!(
+            "remote prefix is {} bytes; at most {MAX_REMOTE_PREFIX} (west keys are at most 1024)",
+            prefix.len()
+        )));
+    }
     if prefix.split('/').any(|c| c == "." || c == "..")
         || prefix.contains("//")
         || prefix.contains('\\')
@@ -206,6 +216,8 @@ mod tests {
         );
         assert!(parse_remote("We").is_err());
         assert!(parse_remote("west/../x").is_err());
+        assert!(parse_remote(&format!("west/{}", "p".repeat(MAX_REMOTE_PREFIX))).is_ok());
+        assert!(parse_remote(&format!("west/{}", "p".repeat(MAX_REMOTE_PREFIX + 1))).is_err());
         let err = check_no_overlap(Path::new("/d/a/b"), [("p1", Path::new("/d/a"))]).unwrap_err();
         assert!(err.to_string().contains("p1"), "{err}");
         assert!(check_no_overlap(Path::new("/d"), [("p1", Path::new("/d/a"))]).is_err());

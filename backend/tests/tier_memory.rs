@@ -422,9 +422,9 @@ async fn a_corrupt_or_missing_west_copy_is_refused_and_the_stub_kept() {
         outcomes.iter().any(|(_, _, r)| r.contains("missing")),
         "{outcomes:?}"
     );
-    for f in [&p, &q] {
+    for (f, st) in [(&p, TierState::Conflict), (&q, TierState::Lost)] {
         assert!(stub::read_path(f, ATTR).unwrap().is_some(), "stub kept");
-        assert_eq!(w.tiering.state(f).state, TierState::Conflict);
+        assert_eq!(w.tiering.state(f).state, st);
         let blocks = std::fs::metadata(f).unwrap().blocks();
         assert!(
             blocks * 512 < 300_000 / 4,
@@ -455,6 +455,7 @@ async fn recovery_rolls_back_or_finishes_interrupted_offloads() {
         job: 0,
         dv,
         started_ms: 1,
+        upload: None,
     };
     // An offload that crashed after its stub record, before the punch: finished.
     let data = content(7, 70_000);

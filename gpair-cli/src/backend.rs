@@ -212,6 +212,14 @@ rpcs! {
     pin(pb::PinRequest) -> pb::PinResponse;
     /// `RunPolicy`.
     run_policy(pb::RunPolicyRequest) -> pb::PolicyRun;
+    /// `Fsck`.
+    fsck(pb::FsckRequest) -> pb::FsckResponse;
+    /// `ListCaps`.
+    list_caps(pb::ListCapsRequest) -> pb::ListCapsResponse;
+    /// `ListSessions`.
+    list_sessions(pb::ListSessionsRequest) -> pb::ListSessionsResponse;
+    /// `EvictSession`.
+    evict_session(pb::EvictSessionRequest) -> pb::EvictSessionResponse;
 }
 
 /// The stream of `WatchJob`: the job now, then at every change, until it finishes.

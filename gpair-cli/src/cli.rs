@@ -119,7 +119,7 @@ pub enum Command {
     Migrate(TierArgs),
 
     /// Recall files: queue a job that brings their data back from west into the same files.
-    Recall(TierArgs),
+    Recall(RecallArgs),
 
     /// Show the tier state of files: where their data is, and why.
     State {
@@ -137,6 +137,14 @@ pub enum Command {
     #[command(subcommand)]
     Quota(QuotaCommand),
 
+    /// Caps mount sessions hold on files (read, write) and the backend's exclusive caps.
+    #[command(subcommand)]
+    Caps(CapsCommand),
+
+    /// Mount sessions: list them, evict one.
+    #[command(subcommand)]
+    Session(SessionCommand),
+
     /// Offload policies per gpair: which files go west on their own.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -146,6 +154,25 @@ pub enum Command {
         /// The files (relative paths are taken from the current directory).
         #[arg(value_name = "PATH", required = true)]
         paths: Vec<OsString>,
+    },
+
+    /// Check a gpair's stub records, catalog and west listing against each other (every
+    /// gpair without NAME); exits 1 while issues are left.
+    Fsck {
+        /// The gpair (all gpairs when absent).
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+        /// Fix what is safe: catalog records, quota, orphans on west, placeholders; never a
+        /// stub or east data.
+        #[arg(long)]
+        repair: bool,
+        /// Rebuild the gpair's catalog records (remote records, tier marks, quota, entries)
+        /// from the east stub records and the west listing, after the catalog was lost.
+        #[arg(long)]
+        rebuild: bool,
+        /// Also read every west copy and check its CRC32C against the stub record.
+        #[arg(long)]
+        verify_data: bool,
     },
 
     /// Keep files, or everything under directories, on east whatever the policy says.
@@ -165,7 +192,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Set a gpair's policy (replacing the one it has).
-    Set(PolicySetArgs),
+    Set(Box<PolicySetArgs>),
     /// Show a gpair's policy.
     Show {
         #[arg(value_name = "NAME")]
@@ -245,6 +272,15 @@ pub struct PolicySetArgs {
     #[arg(long, value_name = "SIZE")]
     pub east_soft_limit: Option<String>,
 
+    /// Background work of this gpair (policy runs, prefetch lists) starts at most N files a
+    /// second. Interactive work is never limited.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_files_per_sec: Option<u64>,
+
+    /// Background work of this gpair starts at most SIZE of files a second (e.g. 50M).
+    #[arg(long, value_name = "SIZE")]
+    pub max_bytes_per_sec: Option<String>,
+
     /// Never a file modified within the last N hours [default: 1].
     #[arg(long, value_name = "HOURS", value_parser = clap::value_parser!(u32).range(0..=876_000))]
     pub min_age_hours: Option<u32>,
@@ -268,6 +304,31 @@ pub struct TierArgs {
     /// Exits 5 if files failed, 6 if the job was cancelled.
     #[arg(long)]
     pub wait: bool,
+}
+
+/// `gpair recall`.
+#[derive(Debug, Args)]
+pub struct RecallArgs {
+    /// Files, or directories with --recursive (relative paths are taken from the current
+    /// directory).
+    #[arg(value_name = "PATH", required_unless_present = "prefetch_list")]
+    pub paths: Vec<OsString>,
+
+    /// Take every file under the directories given.
+    #[arg(short, long)]
+    pub recursive: bool,
+
+    /// Wait for the job to finish, showing its progress on stderr, then print its report.
+    /// Exits 5 if files failed, 6 if the job was cancelled.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// Recall the files listed in FILE, one path per line (blank lines and lines starting
+    /// with `#` are skipped; relative paths are taken from the current directory; `-` reads
+    /// standard input), ahead of a job that will need them. This runs as background work:
+    /// after interactive recalls and reads, within the gpair's rate limits.
+    #[arg(long, value_name = "FILE")]
+    pub prefetch_list: Option<PathBuf>,
 }
 
 /// `gpair job ...`.
@@ -303,6 +364,32 @@ pub enum JobCommand {
     },
 }
 
+/// `gpair caps ...`.
+#[derive(Debug, Subcommand)]
+pub enum CapsCommand {
+    /// Which sessions hold which caps on which files, and since when.
+    Ls {
+        /// Only caps on this file, or on files under this directory (relative paths are
+        /// taken from the current directory).
+        #[arg(value_name = "PATH")]
+        path: Option<OsString>,
+    },
+}
+
+/// `gpair session ...`.
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// List the mount sessions: client, mount point, last heartbeat, caps held.
+    Ls,
+    /// Evict a session: its caps are dropped, files it had open for writing are marked
+    /// dirty, and its mount must open a new session.
+    Evict {
+        /// The session's id (see `gpair session ls`).
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+}
+
 /// `gpair quota ...`.
 #[derive(Debug, Subcommand)]
 pub enum QuotaCommand {
@@ -333,11 +420,13 @@ pub struct QuotaSetArgs {
 pub struct QuotaLimits {
     /// Bytes on west: a number with K, M, G, T or KiB, MiB, GiB, TiB (powers of 1024), or
     /// none (or 0) for no limit.
-    #[arg(long, value_name = "N")]
+    // A negative value reaches the size check, which names the flag, instead of clap's
+    // "unexpected argument '-1'".
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub max_bytes: Option<String>,
 
     /// Files on west, or none (or 0) for no limit.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub max_files: Option<String>,
 }
 

@@ -155,6 +155,17 @@ pub enum CliError {
     /// A local failure that is not the user's fault (runtime, stdout, reading a key file).
     #[error("{0}")]
     Local(String),
+
+    /// `gpair fsck` found disagreements that are still there after it ran.
+    #[error("fsck: {left} of {found} issue(s) left{hint}")]
+    FsckIssues {
+        /// Issues found.
+        found: u64,
+        /// Issues not repaired.
+        left: u64,
+        /// What to run next, if anything (starts with "; ").
+        hint: String,
+    },
 }
 
 impl CliError {
@@ -180,6 +191,7 @@ impl CliError {
             CliError::WatchLost { cause, .. } => cause.exit_code(),
             CliError::Interrupted { .. } => Exit::Interrupted,
             CliError::Local(_) => Exit::Failed,
+            CliError::FsckIssues { .. } => Exit::Refused,
         }
     }
 }

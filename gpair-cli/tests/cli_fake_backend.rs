@@ -85,9 +85,11 @@ fn west1() -> pb::Gpeer {
             last_error_at_ms: T0,
             next_retry_at_ms: T0 + 4_000,
             last_success_at_ms: T0 - 60_000,
+            ..Default::default()
         }),
         created_at_ms: T0 - 86_400_000,
         gpairs: 1,
+        ..Default::default()
     }
 }
 
@@ -300,6 +302,7 @@ impl Admin for FakeAdmin {
             }),
             created_at_ms: T0,
             gpairs: 0,
+            ..Default::default()
         }))
     }
 
@@ -453,6 +456,7 @@ impl Admin for FakeAdmin {
             outbox_pending: 4,
             outbox_failing: 1,
             catalog_path: "/var/lib/gpair/catalog".into(),
+            scans: vec![],
         }))
     }
 
@@ -650,6 +654,34 @@ impl Admin for FakeAdmin {
         &self,
         _: Request<pb::RunPolicyRequest>,
     ) -> Result<Response<pb::PolicyRun>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn fsck(
+        &self,
+        _: Request<pb::FsckRequest>,
+    ) -> Result<Response<pb::FsckResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn list_caps(
+        &self,
+        _: Request<pb::ListCapsRequest>,
+    ) -> Result<Response<pb::ListCapsResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn list_sessions(
+        &self,
+        _: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn evict_session(
+        &self,
+        _: Request<pb::EvictSessionRequest>,
+    ) -> Result<Response<pb::EvictSessionResponse>, Status> {
         Err(Status::unimplemented("not in the fake"))
     }
 }
@@ -1092,11 +1124,14 @@ async fn gpeer_show_includes_health_and_last_error() {
          gpairs:               1\n\
          created:              2024-04-30T12:00:00Z\n\
          health:               retrying\n\
+         since:                -\n\
          consecutive failures: 2\n\
          last error:           connect to 127.0.0.1:9000: connection refused\n\
          last error at:        2024-05-01T12:00:00Z\n\
          next retry at:        2024-05-01T12:00:04Z\n\
-         last success at:      2024-05-01T11:59:00Z\n"
+         last success at:      2024-05-01T11:59:00Z\n\
+         queued outbox:        0\n\
+         queued migration:     0 file(s)\n"
     );
     let run = fake
         .gpair(&["--output", "json", "gpeer", "show", "west1"])
@@ -1111,6 +1146,8 @@ async fn gpeer_show_includes_health_and_last_error() {
             "last_error_at_ms": T0,
             "next_retry_at_ms": T0 + 4_000,
             "last_success_at_ms": T0 - 60_000,
+            "since_ms": 0,
+            "last_error_class": "",
         })
     );
 }
@@ -1493,6 +1530,7 @@ async fn status_table_json_and_env_socket() {
             "outbox_pending": 4,
             "outbox_failing": 1,
             "catalog_path": "/var/lib/gpair/catalog",
+            "scans": [],
         })
     );
     assert_eq!(fake.calls(), vec![Call::Status, Call::Status]);
@@ -1535,6 +1573,7 @@ async fn migrate_sends_paths_made_absolute_against_cwd() {
         vec![Call::Migrate(pb::MigrateRequest {
             paths: want,
             recursive: true,
+            background: false,
         })]
     );
     assert_eq!(
@@ -1543,6 +1582,7 @@ async fn migrate_sends_paths_made_absolute_against_cwd() {
             "queued migrate job 17 (follow it with `gpair job watch 17`)\n\
              job:       17\n\
              kind:      migrate\n\
+             priority:  interactive\n\
              state:     queued\n\
              selection: {cwd_s}/a.bin, {cwd_s}/sub/../b.bin, {cwd_s}/link/c, /srv/share/d (recursive)\n\
              gpairs:    p1\n\
@@ -1607,14 +1647,46 @@ async fn recall_of_a_directory_needs_recursive() {
             Call::Recall(pb::MigrateRequest {
                 paths: vec![b"/srv/share/dir".to_vec()],
                 recursive: false,
+                background: false,
             }),
             // The trailing `/` travels: on east it means "the directory", symlink or not.
             Call::Recall(pb::MigrateRequest {
                 paths: vec![b"/srv/share/dir/".to_vec()],
                 recursive: true,
+                background: false,
             }),
         ]
     );
+}
+
+#[tokio::test]
+async fn a_prefetch_list_is_one_background_recall() {
+    let fake = Fake::start().await;
+    let list = fake.dir.path().join("prefetch.txt");
+    std::fs::write(
+        &list,
+        "# for the 02:00 render\n/srv/share/a\n\n/srv/share/b\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let list = list.to_str().unwrap_or_default();
+    fake.gpair(&["recall", "--prefetch-list", list, "/srv/share/c"])
+        .await
+        .assert_ok();
+    assert_eq!(
+        fake.calls(),
+        vec![Call::Recall(pb::MigrateRequest {
+            paths: vec![
+                b"/srv/share/c".to_vec(),
+                b"/srv/share/a".to_vec(),
+                b"/srv/share/b".to_vec(),
+            ],
+            recursive: false,
+            background: true,
+        })]
+    );
+    // Without a list or a path there is nothing to recall.
+    let run = fake.gpair(&["recall"]).await;
+    assert_ne!(run.code, 0);
 }
 
 #[tokio::test]
@@ -1755,6 +1827,7 @@ async fn bad_paths_and_ids_exit_2_without_contacting_the_backend() {
 const REPORT_21: &str = "\
 job:         21
 kind:        migrate
+priority:    interactive
 state:       done
 selection:   /srv/share/job21 (recursive)
 gpairs:      p1
@@ -1808,6 +1881,7 @@ async fn migrate_wait_done_exits_0_with_the_report() {
             Call::Migrate(pb::MigrateRequest {
                 paths: vec![b"/srv/share/done".to_vec()],
                 recursive: true,
+                background: false,
             }),
             Call::WatchJob(21),
             Call::GetJob(pb::GetJobRequest {
@@ -1851,6 +1925,7 @@ async fn wait_for_a_failed_job_prints_the_report_then_exits_5() {
         run.stdout,
         "job:         22\n\
          kind:        migrate\n\
+         priority:    interactive\n\
          state:       failed\n\
          selection:   /srv/share/job22 (recursive)\n\
          gpairs:      p1\n\

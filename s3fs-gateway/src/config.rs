@@ -38,9 +38,10 @@ pub struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
-    /// Largest XML request body (DeleteObjects, CompleteMultipartUpload), default 2 MiB.
+    /// Largest XML request body (DeleteObjects, CompleteMultipartUpload), default 2 MiB;
+    /// 1 KiB..=256 MiB.
     pub max_xml_body_bytes: Option<usize>,
-    /// Largest request head (request line + headers), default 64 KiB.
+    /// Largest request head (request line + headers), default 64 KiB; 8 KiB..=1 MiB.
     pub max_header_bytes: Option<usize>,
 }
 
@@ -96,6 +97,11 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Largest `limits.max_header_bytes` accepted (1 MiB).
+const MAX_HEADER_LIMIT: usize = 1 << 20;
+/// Largest `limits.max_xml_body_bytes` accepted (256 MiB).
+const MAX_XML_BODY_LIMIT: usize = 256 << 20;
+
 impl RawConfig {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -104,7 +110,7 @@ impl RawConfig {
         })?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.into(),
-            message: e.to_string(),
+            message: toml_error_line(&text, &e),
         })
     }
 }
@@ -173,10 +179,17 @@ impl Config {
             );
         }
         let max_header_bytes = raw.limits.max_header_bytes.unwrap_or(64 * 1024);
-        if max_header_bytes < 8192 {
-            return Err(ConfigError::Invalid(
-                "limits.max_header_bytes must be at least 8192".into(),
-            ));
+        // The limits bound the memory a client can make us hold: keep them bounded.
+        if !(8192..=MAX_HEADER_LIMIT).contains(&max_header_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_header_bytes = {max_header_bytes}: must be 8192..={MAX_HEADER_LIMIT}"
+            )));
+        }
+        let max_xml_body_bytes = raw.limits.max_xml_body_bytes.unwrap_or(2 * 1024 * 1024);
+        if !(1024..=MAX_XML_BODY_LIMIT).contains(&max_xml_body_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_xml_body_bytes = {max_xml_body_bytes}: must be 1024..={MAX_XML_BODY_LIMIT}"
+            )));
         }
         Ok(Config {
             root,
@@ -199,16 +212,57 @@ impl Config {
                 3600,
             )?,
             shutdown_grace: positive("shutdown_grace_secs", raw.shutdown_grace_secs, 30)?,
-            max_xml_body_bytes: raw.limits.max_xml_body_bytes.unwrap_or(2 * 1024 * 1024),
+            max_xml_body_bytes,
             max_header_bytes,
             quotas,
         })
     }
 }
 
+/// One line for a TOML error: where, the key it is about, and what is wrong (toml's own text
+/// spans several lines and names the key only in its source excerpt).
+pub fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else {
+        return message;
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    match (table, key) {
+        (Some(t), Some(k)) => format!("line {line_no}, column {column}: `{t}.{k}`: {message}"),
+        (None, Some(k)) => format!("line {line_no}, column {column}: `{k}`: {message}"),
+        _ => format!("line {line_no}, column {column}: {message}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn toml_errors_are_one_line_naming_the_key() {
+        let text = "region = \"a\"\n[limits]\nmax_header_bytes = \"8\"\n";
+        let e = toml::from_str::<RawConfig>(text).unwrap_err();
+        let line = toml_error_line(text, &e);
+        assert!(
+            line.starts_with("line 3, column 20: `limits.max_header_bytes`: invalid type"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'), "{line}");
+    }
 
     #[test]
     fn flags_override_file_and_bad_values_are_named() {

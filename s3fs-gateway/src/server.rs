@@ -148,8 +148,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-/// Refuses XML request bodies over the limit by their Content-Length before s3s reads them,
-/// with the S3 error a client expects (s3s would read up to the limit and answer 500).
+/// The front of the S3 service. Refuses XML request bodies over the limit by their
+/// Content-Length before s3s reads them, with the S3 error a client expects (s3s would read
+/// up to the limit and answer 500); and closes the connection after the answers of
+/// `Expect: 100-continue` requests that botocore would misread the next response after
+/// ([`CloseAfter`]).
 #[derive(Clone)]
 struct XmlBodyLimit {
     inner: s3s::service::S3Service,
@@ -179,6 +182,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for XmlBodyLi
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
+        let close = closes_after_final_answer(&req);
         if Self::carries_xml(&req) && len.is_some_and(|n| n > self.max) {
             let err = s3s::S3Error::with_message(
                 s3s::S3ErrorCode::MaxMessageLengthExceeded,
@@ -186,11 +190,76 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for XmlBodyLi
             );
             let resp = err
                 .to_http_response()
+                .map(|r| {
+                    let close = close.after(r.status());
+                    with_close(r, close)
+                })
                 .map_err(|e| s3s::HttpError::new(Box::new(e)));
             return Box::pin(async move { resp });
         }
-        hyper::service::Service::call(&self.inner, req)
+        let answer = hyper::service::Service::call(&self.inner, req);
+        Box::pin(async move {
+            let resp = answer.await?;
+            let close = close.after(resp.status());
+            Ok(with_close(resp, close))
+        })
     }
+}
+
+/// When an answer to a request with `Expect: 100-continue` has to close the connection.
+///
+/// botocore (the AWS CLI, boto3) keeps the status line of a final answer it got *instead of*
+/// `100 Continue` on the pooled connection (boto/botocore#3755, #1863): the next request with
+/// `Expect` on that connection is parsed against that stale status line, its real status line
+/// is taken for a header, its length is lost, and the client reads until the server closes —
+/// a silent 60 s stall. hyper sends no `100 Continue` for an empty body (nothing to wait for)
+/// nor when we answer before reading the body, so in both cases we close the connection after
+/// the answer (`Connection: close`), which makes botocore drop that state. A reconnect per
+/// empty PUT is cheap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CloseAfter {
+    /// No `Expect: 100-continue`: keep-alive as usual.
+    Never,
+    /// `Expect` with an empty body: no `100 Continue` is ever sent, so always close.
+    Always,
+    /// `Expect` with a body: close when the answer is an error, which may have come before the
+    /// body was read (and so without `100 Continue`).
+    OnError,
+}
+
+impl CloseAfter {
+    fn after(self, status: http::StatusCode) -> bool {
+        match self {
+            Self::Never => false,
+            Self::Always => true,
+            Self::OnError => !status.is_success(),
+        }
+    }
+}
+
+fn closes_after_final_answer<B: hyper::body::Body>(req: &http::Request<B>) -> CloseAfter {
+    let expects = req
+        .headers()
+        .get_all(http::header::EXPECT)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !expects {
+        CloseAfter::Never
+    } else if req.body().is_end_stream() || req.body().size_hint().exact() == Some(0) {
+        CloseAfter::Always
+    } else {
+        CloseAfter::OnError
+    }
+}
+
+fn with_close(mut resp: s3s::HttpResponse, close: bool) -> s3s::HttpResponse {
+    if close {
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    resp
 }
 
 async fn clean_stale_uploads(
@@ -222,5 +291,34 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(expect: Option<&str>, body: &str) -> http::Request<String> {
+        let mut b = http::Request::builder().method("PUT").uri("/b/k");
+        if let Some(e) = expect {
+            b = b.header(http::header::EXPECT, e);
+        }
+        b.body(body.to_owned()).expect("request")
+    }
+
+    #[test]
+    fn expect_continue_without_a_body_closes_the_connection() {
+        let ok = http::StatusCode::OK;
+        let denied = http::StatusCode::FORBIDDEN;
+        assert_eq!(closes_after_final_answer(&req(None, "")), CloseAfter::Never);
+        assert!(!CloseAfter::Never.after(denied));
+        let empty = closes_after_final_answer(&req(Some("100-Continue"), ""));
+        assert_eq!(empty, CloseAfter::Always);
+        assert!(empty.after(ok));
+        let data = closes_after_final_answer(&req(Some("100-continue"), "data"));
+        assert_eq!(data, CloseAfter::OnError);
+        assert!(!data.after(ok) && data.after(denied));
+        let resp = with_close(s3s::HttpResponse::new(s3s::Body::empty()), true);
+        assert_eq!(resp.headers()[http::header::CONNECTION], "close");
     }
 }

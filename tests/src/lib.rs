@@ -50,6 +50,7 @@ pub struct Gateway {
     pub reader: Key,
     _dir: Option<tempfile::TempDir>,
     log: PathBuf,
+    prefix: Vec<String>,
 }
 
 /// Options for [`Gateway::start_with`].
@@ -59,6 +60,10 @@ pub struct GatewayOptions {
     pub extra_config: String,
     /// `fsync = false` when set.
     pub no_fsync: bool,
+    /// A command the gateway runs under, e.g. `ip netns exec NS` (empty: none).
+    pub command_prefix: Vec<String>,
+    /// The listen address (default `127.0.0.1:0`).
+    pub listen: Option<String>,
 }
 
 impl Gateway {
@@ -111,15 +116,23 @@ impl Gateway {
             reader,
             _dir: Some(dir),
             log,
+            prefix: opts.command_prefix.clone(),
         };
-        gw.spawn("127.0.0.1:0");
+        gw.spawn(opts.listen.as_deref().unwrap_or("127.0.0.1:0"));
         gw
     }
 
     fn spawn(&mut self, listen: &str) {
+        let mut cmd = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin_path("s3fs-gateway"));
+                c
+            }
+            None => Command::new(bin_path("s3fs-gateway")),
+        };
         let (child, addr) = spawn_until_listening(
-            Command::new(bin_path("s3fs-gateway"))
-                .arg("--root")
+            cmd.arg("--root")
                 .arg(&self.root)
                 .arg("--listen")
                 .arg(listen)
@@ -411,6 +424,7 @@ pub fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+pub mod fault_proxy;
 /// Whether `path` is on a filesystem where we can mount FUSE (`/dev/fuse` exists).
 pub mod world;
 

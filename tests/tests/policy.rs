@@ -22,6 +22,26 @@ fn aged(w: &World, rel: &str, len: usize, age: Duration) -> std::path::PathBuf {
     p
 }
 
+/// The candidate paths of a `policy run` answer, in its order.
+fn candidates(run: &Value) -> Vec<&str> {
+    run["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect()
+}
+
+/// The (reason, files) kept of a `policy run` answer.
+fn kept(run: &Value) -> Vec<(&str, u64)> {
+    run["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["reason"].as_str().unwrap(), k["files"].as_u64().unwrap()))
+        .collect()
+}
+
 fn explain(w: &World, p: &Path) -> Value {
     w.ok(&["explain", p.to_str().unwrap()])[0].clone()
 }
@@ -206,12 +226,7 @@ fn a_policy_run_offloads_exactly_the_selected_files_and_a_dry_run_nothing() {
     w.ok(&["pin", w.share.join("t/pinned").to_str().unwrap()]);
 
     let dry = w.ok(&["policy", "run", "p", "--dry-run"]);
-    let listed: Vec<&str> = dry["candidates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["path"].as_str().unwrap())
-        .collect();
+    let listed = candidates(&dry);
     let want: Vec<String> = cold
         .iter()
         .map(|p| p.to_str().unwrap().to_owned())
@@ -220,12 +235,7 @@ fn a_policy_run_offloads_exactly_the_selected_files_and_a_dry_run_nothing() {
     assert_eq!(dry["candidate_bytes"], 78_000);
     assert_eq!(dry["job"], 0);
     assert_eq!(dry["scanned_files"], 7);
-    let kept: Vec<(&str, u64)> = dry["kept"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| (k["reason"].as_str().unwrap(), k["files"].as_u64().unwrap()))
-        .collect();
+    let kept = kept(&dry);
     assert_eq!(
         kept,
         vec![
@@ -405,5 +415,157 @@ fn over_the_east_soft_limit_the_coldest_files_go_until_it_is_under() {
         vec![false, false, false, false, true, true, true, true, true, true],
         "{}",
         w.diagnostics()
+    );
+}
+
+/// Rate limits make a policy's job background work that waits its turn (and says so), an
+/// admin's recall meanwhile is interactive, and `gpair status` shows the scan.
+#[test]
+fn policy_jobs_are_background_work_within_the_rate_limits() {
+    let w = world("");
+    let files: Vec<_> = (0..6)
+        .map(|i| aged(&w, &format!("r/f{i}.bin"), 5_000, 90 * DAY))
+        .collect();
+    let other = aged(&w, "other/x.bin", 5_000, 1 * DAY);
+    w.synced();
+    w.ok(&["migrate", other.to_str().unwrap(), "--wait"]);
+    let shown = w.ok(&[
+        "policy",
+        "set",
+        "p",
+        "--idle-days",
+        "30",
+        "--max-files-per-sec",
+        "1",
+        "--max-bytes-per-sec",
+        "10M",
+    ]);
+    assert_eq!(shown["rules"]["max_files_per_sec"], 1, "{shown:#}");
+    assert_eq!(shown["rules"]["max_bytes_per_sec"], 10 << 20, "{shown:#}");
+
+    let run = w.ok(&["policy", "run", "p"]);
+    let id = run["job"].as_u64().unwrap();
+    let job = w.job(id);
+    assert_eq!(job["background"], true, "{job:#}");
+    // One file a second: the job waits on the limit, and says whose.
+    let mut seen = Value::Null;
+    let waited = gpair_tests::poll_until(Duration::from_secs(60), || {
+        seen = w.job(id);
+        seen["waiting_for"]
+            .as_str()
+            .is_some_and(|s| s.contains("rate limit of gpair p (1 files/s, 10.0 MiB/s)"))
+            || seen["state"] == "done"
+    });
+    assert!(waited, "{seen:#}");
+    assert_eq!(seen["state"], "waiting", "the job never waited: {seen:#}");
+    // Interactive work goes on meanwhile.
+    let recall = w.ok(&["recall", other.to_str().unwrap(), "--wait"]);
+    assert_eq!(recall["state"], "done", "{recall:#}");
+    assert_eq!(recall["background"], false, "{recall:#}");
+
+    let done = w.wait_job(id);
+    assert_eq!(done["state"], "done", "{done:#}");
+    assert_eq!(done["files_done"], 6, "{done:#}");
+    assert_eq!(done["waiting_for"], "", "{done:#}");
+    for p in &files {
+        assert_eq!(w.state(p)["state"], "remote", "{}", p.display());
+    }
+    let status = w.ok(&["status"]);
+    let scan = &status["scans"][0];
+    assert_eq!(scan["gpair"], "p", "{status:#}");
+    assert_eq!(scan["running"], false, "{status:#}");
+    assert_eq!(scan["trigger"], "run", "{status:#}");
+    assert_eq!(scan["files"], 7, "{status:#}");
+    assert_eq!(scan["candidates"], 6, "{status:#}");
+}
+
+/// `gpair recall --prefetch-list FILE` recalls exactly the listed files, as background work.
+#[test]
+fn a_prefetch_list_recalls_the_listed_files_in_the_background() {
+    let w = world("");
+    let f: Vec<_> = (0..3)
+        .map(|i| w.write(&format!("pf/f{i}.bin"), &test_bytes(30_000, i)))
+        .collect();
+    w.synced();
+    let all: Vec<&str> = f.iter().map(|p| p.to_str().unwrap()).collect();
+    let mut args = vec!["migrate", "--wait"];
+    args.extend(&all);
+    w.ok(&args);
+    let list = w.share.parent().unwrap().join("prefetch.txt");
+    std::fs::write(
+        &list,
+        format!("# needed by tonight's job\n{}\n\n{}\n", all[0], all[2]),
+    )
+    .unwrap();
+    let done = w.ok(&[
+        "recall",
+        "--prefetch-list",
+        list.to_str().unwrap(),
+        "--wait",
+    ]);
+    assert_eq!(done["state"], "done", "{done:#}");
+    assert_eq!(done["background"], true, "{done:#}");
+    assert_eq!(done["files_done"], 2, "{done:#}");
+    assert_eq!(w.state(&f[0])["state"], "local");
+    assert_eq!(w.state(&f[1])["state"], "remote");
+    assert_eq!(w.state(&f[2])["state"], "local");
+    let e = explain(&w, &f[0]);
+    assert!(e["last_recall_at_ms"].as_i64().unwrap() > 0, "{e:#}");
+    assert_eq!(explain(&w, &f[1])["last_recall_at_ms"], 0);
+    for i in [0, 2] {
+        let same = std::fs::read(&f[i]).unwrap() == test_bytes(30_000, i as u64);
+        assert!(same, "{} came back with other bytes", f[i].display());
+    }
+
+    // A list naming a missing file starts nothing and says which.
+    std::fs::write(
+        &list,
+        format!("{}\n{}/nope.bin\n", all[1], w.share.display()),
+    )
+    .unwrap();
+    let out = w.cli(&["recall", "--prefetch-list", list.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nope.bin"), "{err}");
+    assert_eq!(w.state(&f[1])["state"], "remote");
+    // An empty list is refused.
+    std::fs::write(&list, "# nothing\n").unwrap();
+    let out = w.cli(&["recall", "--prefetch-list", list.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("lists no paths"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A file open for writing is never a candidate, and `explain` says so.
+#[test]
+fn a_file_open_for_writing_is_kept_and_explained() {
+    let w = world("");
+    let busy = aged(&w, "ow/busy.bin", 10_000, 90 * DAY);
+    let idle = aged(&w, "ow/idle.bin", 10_000, 90 * DAY);
+    w.synced();
+    w.ok(&["policy", "set", "p", "--idle-days", "30"]);
+    let writer = std::fs::File::options().append(true).open(&busy).unwrap();
+    let dry = w.ok(&["policy", "run", "p", "--dry-run"]);
+    let listed = candidates(&dry);
+    assert_eq!(listed, vec![idle.to_str().unwrap()], "{dry:#}");
+    let kept: Vec<&str> = kept(&dry).into_iter().map(|(r, _)| r).collect();
+    assert_eq!(kept, vec!["open for writing"], "{dry:#}");
+    let (v, why) = verdict(&w, &busy);
+    assert_eq!(v, "keep");
+    assert!(why.contains("open for writ"), "{why}");
+    drop(writer);
+    let dry = w.ok(&["policy", "run", "p", "--dry-run"]);
+    assert_eq!(dry["candidate_files"], 2, "{dry:#}");
+    assert_eq!(verdict(&w, &busy).0, "offload");
+    // A west quota without room for it keeps it too, and explain says so.
+    w.ok(&["quota", "set", "p", "--max-bytes", "5000"]);
+    let (v, why) = verdict(&w, &busy);
+    assert_eq!(v, "keep");
+    assert!(
+        why.contains("quota is full: 0 of 5000 bytes on west, this file needs 10000"),
+        "{why}"
     );
 }

@@ -318,6 +318,40 @@ fn boto3_client() {
     );
 }
 
+/// botocore sends `Expect: 100-continue` even for an empty body, takes the final answer that
+/// comes instead of `100 Continue` as an "early response", and keeps its status line on the
+/// pooled connection (boto/botocore#3755). Unless the gateway closes that connection, the next
+/// PUT on it loses its headers (no ETag, no length) and stalls until the read timeout: the
+/// rare `aws s3 sync` stall of `aws_cli` (an empty file, then a 1 MiB one on the same
+/// connection). One pooled connection makes the order certain here.
+#[test]
+fn boto3_put_after_empty_put_on_one_connection() {
+    const SCRIPT: &str = r#"
+import hashlib, io, os
+import boto3
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url=os.environ["GW_ENDPOINT"],
+    config=Config(max_pool_connections=1, read_timeout=10, retries={"total_max_attempts": 1}))
+s3.create_bucket(Bucket="expect-continue")
+for i in range(3):
+    for body in (b"", b"x" * 1000 + bytes([i])):
+        r = s3.put_object(Bucket="expect-continue", Key=f"k{i}-{len(body)}", Body=io.BytesIO(body))
+        want = '"%s"' % hashlib.md5(body).hexdigest()
+        assert r.get("ETag") == want, f"PUT {i} of {len(body)} bytes: ETag {r.get('ETag')!r}, want {want}"
+print("ok")
+"#;
+    let gw = Gateway::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c")
+        .arg(SCRIPT)
+        .env("GW_ENDPOINT", gw.endpoint())
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    isolate_aws_env(&mut cmd, &gw.backend, scratch.path());
+    let out = run(&gw, &mut cmd);
+    assert_eq!(out.stdout_str().trim(), "ok", "stderr:\n{}", out.stderr);
+}
+
 // ---------------------------------------------------------------------------------------------
 // AWS CLI
 

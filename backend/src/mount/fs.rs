@@ -82,6 +82,10 @@ pub struct Core {
     table: Mutex<Table>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
+    /// Write caps (set by the mount; none in tests of the core alone).
+    write_caps: std::sync::OnceLock<Arc<dyn super::WriteCaps>>,
+    /// Handles open for writing of regular files → their east inode (for the caps).
+    writers: Mutex<HashMap<u64, u64>>,
 }
 
 /// An open file or directory.
@@ -165,6 +169,8 @@ impl Core {
             table: Mutex::new(Table::new(Key::of(&st))),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            write_caps: std::sync::OnceLock::new(),
+            writers: Mutex::new(HashMap::new()),
         })
     }
 
@@ -391,18 +397,27 @@ impl Core {
                 Err(e) => return Err(e),
             }
         };
-        let wrote = self.settle_open(fd.as_fd(), &path, flags, &before)?;
-        let st = sys::fstat(fd.as_fd())?;
-        let ino = self.table().remember(parent, name, Key::of(&st))?;
+        let cap = self.cap_opening(&path, &before, flags)?;
+        let wrote = self
+            .settle_open(fd.as_fd(), &path, flags, &before)
+            .inspect_err(|_| self.cap_closed(cap))?;
+        let st = sys::fstat(fd.as_fd()).inspect_err(|_| self.cap_closed(cap))?;
+        let ino = self
+            .table()
+            .remember(parent, name, Key::of(&st))
+            .inspect_err(|_| self.cap_closed(cap))?;
         let attr = self.attr_of(ino, &st, fd.as_fd());
-        let fh = self.add_handle(Handle {
-            ino,
-            fd,
-            path: path.clone(),
-            access: flags & libc::O_ACCMODE,
-            wrote: AtomicBool::new(wrote),
-            dir: None,
-        });
+        let fh = self.add_writer_handle(
+            cap,
+            Handle {
+                ino,
+                fd,
+                path: path.clone(),
+                access: flags & libc::O_ACCMODE,
+                wrote: AtomicBool::new(wrote),
+                dir: None,
+            },
+        );
         if created {
             self.report(ChangeKind::Create, &path, None);
         }
@@ -413,16 +428,25 @@ impl Core {
     pub fn open(&self, ino: u64, flags: i32) -> Res<u64> {
         let n = self.resolve(ino)?;
         openable(&n.st)?;
-        let fd = self.open_existing(n.fd.as_fd(), &n.st, &n.path, flags)?;
-        let wrote = self.settle_open(fd.as_fd(), &n.path, flags, &n.st)?;
-        Ok(self.add_handle(Handle {
-            ino,
-            fd,
-            path: n.path,
-            access: flags & libc::O_ACCMODE,
-            wrote: AtomicBool::new(wrote),
-            dir: None,
-        }))
+        // The write cap first: no offload may release the file once this open goes on.
+        let cap = self.cap_opening(&n.path, &n.st, flags)?;
+        let fd = self
+            .open_existing(n.fd.as_fd(), &n.st, &n.path, flags)
+            .inspect_err(|_| self.cap_closed(cap))?;
+        let wrote = self
+            .settle_open(fd.as_fd(), &n.path, flags, &n.st)
+            .inspect_err(|_| self.cap_closed(cap))?;
+        Ok(self.add_writer_handle(
+            cap,
+            Handle {
+                ino,
+                fd,
+                path: n.path,
+                access: flags & libc::O_ACCMODE,
+                wrote: AtomicBool::new(wrote),
+                dir: None,
+            },
+        ))
     }
 
     /// Up to `size` bytes (at most [`MAX_IO`]) at `offset`; fewer only at the end of the
@@ -534,6 +558,8 @@ impl Core {
     /// (`Modify`) unless its file no longer has a name.
     pub fn release(&self, fh: u64) -> Res<()> {
         let h = self.handles().remove(&fh).ok_or(Errno::EBADF)?;
+        let cap = self.writers().remove(&fh);
+        self.cap_closed(cap);
         if h.wrote.load(Ordering::Relaxed) {
             let path = self.table().path(h.ino);
             if let Some(path) = path {
@@ -720,6 +746,44 @@ impl Core {
             return Err(Errno::EISDIR);
         }
         Ok(h)
+    }
+
+    /// Sets the write caps the core reports opens and closes for writing to.
+    pub fn set_write_caps(&self, caps: Arc<dyn super::WriteCaps>) {
+        let _ = self.write_caps.set(caps);
+    }
+
+    fn writers(&self) -> MutexGuard<'_, HashMap<u64, u64>> {
+        self.writers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An open of a regular file for writing takes its write cap: the east inode, or
+    /// `None` when there is nothing to take.
+    fn cap_opening(&self, path: &Path, st: &libc::stat, flags: i32) -> Res<Option<u64>> {
+        let Some(caps) = self.write_caps.get() else {
+            return Ok(None);
+        };
+        if flags & libc::O_ACCMODE == libc::O_RDONLY
+            || FileKind::from_mode(st.st_mode) != FileKind::Regular
+        {
+            return Ok(None);
+        }
+        caps.opening(path, st.st_ino)?;
+        Ok(Some(st.st_ino))
+    }
+
+    fn cap_closed(&self, cap: Option<u64>) {
+        if let (Some(ino), Some(caps)) = (cap, self.write_caps.get()) {
+            caps.closed(ino);
+        }
+    }
+
+    fn add_writer_handle(&self, cap: Option<u64>, h: Handle) -> u64 {
+        let fh = self.add_handle(h);
+        if let Some(ino) = cap {
+            self.writers().insert(fh, ino);
+        }
+        fh
     }
 
     fn add_handle(&self, h: Handle) -> u64 {
@@ -1178,6 +1242,62 @@ mod tests {
             changes: n,
         };
         Core::new(root, CoreConfig::default(), services).unwrap()
+    }
+
+    /// Records the write caps the core asks for; refuses files named `busy`.
+    #[derive(Default)]
+    struct Caps(Mutex<Vec<String>>);
+    impl crate::mount::WriteCaps for Caps {
+        fn opening(&self, rel: &Path, ino: u64) -> Result<(), Errno> {
+            if rel.ends_with("busy") {
+                return Err(Errno(libc::EAGAIN));
+            }
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("open {} {ino}", rel.display()));
+            Ok(())
+        }
+        fn closed(&self, ino: u64) {
+            self.0.lock().unwrap().push(format!("close {ino}"));
+        }
+    }
+
+    #[test]
+    fn opens_for_writing_take_write_caps_and_closes_give_them_back() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("a"), b"x").unwrap();
+        std::fs::write(tmp.path().join("busy"), b"x").unwrap();
+        let ino = std::fs::metadata(tmp.path().join("a")).unwrap().ino();
+        let c = core(tmp.path());
+        let caps = Arc::new(Caps::default());
+        c.set_write_caps(caps.clone());
+        let a = c.lookup(ROOT_INO, OsStr::new("a")).unwrap().ino;
+        let r = c.open(a, libc::O_RDONLY).unwrap();
+        let w = c.open(a, libc::O_RDWR).unwrap();
+        c.release(r).unwrap();
+        c.release(w).unwrap();
+        let (_, created) = c
+            .create(ROOT_INO, OsStr::new("new"), 0o644, libc::O_WRONLY)
+            .unwrap();
+        let new_ino = std::fs::metadata(tmp.path().join("new")).unwrap().ino();
+        c.release(created).unwrap();
+        // A refused cap fails the open with its errno.
+        let busy = c.lookup(ROOT_INO, OsStr::new("busy")).unwrap().ino;
+        assert_eq!(
+            c.open(busy, libc::O_WRONLY).err(),
+            Some(Errno(libc::EAGAIN))
+        );
+        assert_eq!(
+            *caps.0.lock().unwrap(),
+            vec![
+                format!("open a {ino}"),
+                format!("close {ino}"),
+                format!("open new {new_ino}"),
+                format!("close {new_ino}"),
+            ]
+        );
     }
 
     #[test]

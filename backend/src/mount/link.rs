@@ -1,12 +1,25 @@
 //! The mount's connection to the backend (DESIGN 3): its session (opened at mount, renewed by
-//! heartbeat, reopened when the backend forgot it), change reports batched into `Notify`,
-//! recalls started and waited for, and read grants.
+//! heartbeat, reopened when the backend forgot it), its write caps (DESIGN 6), change reports
+//! batched into `Notify`, recalls started and waited for, and read grants.
+//!
+//! Write caps: the first open for writing of a file takes a write cap (`TakeCap`, one call;
+//! later opens of a file already capped only count), the last close gives it back
+//! (`ReleaseCap`, sent in the background). Revokes arrive on a server stream
+//! (`WatchRevokes`, reconnected whenever it breaks): a file no writer has open any more is
+//! given back at once (the mount buffers no written data — every write went to east before
+//! it was acknowledged — so there is nothing to flush), one still open is answered busy
+//! (`AnswerRevoke`). When the backend restarted (`reclaim` at heartbeat) or forgot the
+//! session (a new one is opened), the mount sends every cap it holds (`ReclaimCaps`).
+//! A backend that cannot be reached never fails an open: the cap is kept here and reclaimed
+//! once the backend answers.
 //!
 //! The FUSE worker threads are plain threads: they call in here and block on the runtime
 //! handle; nothing here runs on a FUSE thread for longer than the call it serves.
 
+use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -18,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::Code;
 
-use super::{ChangeKind, Changes, Errno, Recall};
+use super::{ChangeKind, Changes, Errno, Recall, WriteCaps};
 
 /// Changes waiting to be sent; beyond this they are dropped (the backend's own watcher of
 /// the share still sees them, only later).
@@ -56,6 +69,39 @@ pub struct Link {
     session: Mutex<Session>,
     changes: mpsc::Sender<pb::Change>,
     waits: Waits,
+    /// Write caps held: east inode → the file's absolute path and its open writers.
+    held: Mutex<HashMap<u64, Held>>,
+    /// Caps must be sent again (`ReclaimCaps` failed or was refused in part).
+    reclaim_pending: AtomicBool,
+    /// This link, for the background release of a cap at a close.
+    me: std::sync::OnceLock<std::sync::Weak<Link>>,
+    /// Inodes whose cap is being given back: a new first open waits for that call, so the
+    /// backend never sees its take before the release.
+    releasing: Mutex<std::collections::HashSet<u64>>,
+    released: std::sync::Condvar,
+    /// Woken when a take of a write cap is answered (with `held`).
+    taken: std::sync::Condvar,
+}
+
+#[derive(Debug, Clone)]
+struct Held {
+    path: PathBuf,
+    writers: u32,
+    take: Take,
+}
+
+/// Where the take of a write cap stands. Only the first opener asks the backend; the others
+/// wait for its answer and share it, so no open for writing goes ahead before the cap is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// The first opener is asking the backend.
+    Asking,
+    /// Held (or kept here to be reclaimed, the backend being unreachable).
+    Held,
+    /// The backend refused it: every opener waiting fails.
+    Refused,
+    /// No cap is needed (the share is not bound): nothing to give back at close.
+    NotNeeded,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +159,12 @@ impl Link {
             }),
             changes: tx,
             waits,
+            held: Mutex::new(HashMap::new()),
+            reclaim_pending: AtomicBool::new(false),
+            me: std::sync::OnceLock::new(),
+            releasing: Mutex::new(std::collections::HashSet::new()),
+            released: std::sync::Condvar::new(),
+            taken: std::sync::Condvar::new(),
         };
         let opened = rt
             .block_on(link.open_session())
@@ -130,8 +182,10 @@ impl Link {
             heartbeat: Duration::from_millis(opened.heartbeat_ms.clamp(100, 60_000)),
         });
         let link = Arc::new(link);
+        let _ = link.me.set(Arc::downgrade(&link));
         tracing::info!(session = opened.id, "mount session opened");
         rt.spawn(Arc::clone(&link).heartbeats(cancel.clone()));
+        rt.spawn(Arc::clone(&link).revokes(cancel.clone()));
         rt.spawn(Arc::clone(&link).send_changes(rx, cancel));
         Ok(Opened {
             link,
@@ -167,9 +221,153 @@ impl Link {
             session = s.id,
             "the backend did not know our session; opened a new one"
         );
-        let mut cur = self.session.lock().unwrap_or_else(PoisonError::into_inner);
-        cur.id = s.id.clone();
+        {
+            let mut cur = self.session.lock().unwrap_or_else(PoisonError::into_inner);
+            cur.id = s.id.clone();
+        }
+        // Take the caps of the files still open for writing again.
+        self.reclaim().await;
         Ok(s.id)
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends every cap held (after a backend restart, or with a new session).
+    async fn reclaim(&self) {
+        let caps: Vec<pb::HeldCap> = self
+            .held()
+            .iter()
+            .filter(|(_, h)| matches!(h.take, Take::Held | Take::Asking))
+            .map(|(ino, h)| pb::HeldCap {
+                path: h.path.as_os_str().as_bytes().to_vec(),
+                ino: *ino,
+                kind: pb::CapKind::Write as i32,
+            })
+            .collect();
+        let n = caps.len();
+        let mut req = tonic::Request::new(pb::ReclaimCapsRequest {
+            session: self.session().id,
+            caps,
+        });
+        req.set_timeout(CALL_TIMEOUT);
+        match self.mount_client().reclaim_caps(req).await {
+            Ok(r) if r.get_ref().known && r.get_ref().refused == 0 => {
+                self.reclaim_pending.store(false, Ordering::Relaxed);
+                if n > 0 {
+                    tracing::info!(caps = n, "write caps reclaimed");
+                }
+            }
+            Ok(r) => {
+                tracing::info!(
+                    refused = r.get_ref().refused,
+                    "some write caps not reclaimed yet (files being released); asking again"
+                );
+                self.reclaim_pending.store(true, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!("reclaiming write caps failed: {}", e.message());
+                self.reclaim_pending.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Takes the write cap of `abs`. `Ok(false)`: the backend refused it (the file is being
+    /// released and stayed so for the backend's revoke wait).
+    async fn take_cap(&self, abs: &Path, ino: u64) -> Result<bool, tonic::Status> {
+        let mut reopened = false;
+        loop {
+            let mut req = tonic::Request::new(pb::CapRequest {
+                session: self.session().id,
+                path: abs.as_os_str().as_bytes().to_vec(),
+                ino,
+                kind: pb::CapKind::Write as i32,
+            });
+            req.set_timeout(CALL_TIMEOUT);
+            match self.mount_client().take_cap(req).await {
+                Ok(r) if r.get_ref().known => return Ok(true),
+                // The session is gone: open a new one (which reclaims every held cap) and
+                // take this one under it.
+                Ok(_) if !reopened => {
+                    self.reopen().await?;
+                    reopened = true;
+                }
+                Ok(_) => return Err(tonic::Status::unavailable("no mount session")),
+                Err(e) if e.code() == Code::Aborted => {
+                    tracing::warn!(path = %abs.display(), "write cap refused: {}", e.message());
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Gives a write cap back.
+    async fn release_cap(&self, abs: PathBuf, ino: u64) {
+        let mut req = tonic::Request::new(pb::CapRequest {
+            session: self.session().id,
+            path: abs.as_os_str().as_bytes().to_vec(),
+            ino,
+            kind: pb::CapKind::Write as i32,
+        });
+        req.set_timeout(CALL_TIMEOUT);
+        if let Err(e) = self.mount_client().release_cap(req).await {
+            // The backend learns at the next reclaim, or evicts the session.
+            tracing::debug!(path = %abs.display(), "releasing a write cap failed: {}", e.message());
+        }
+    }
+
+    /// Answers the backend's revokes, for as long as the mount runs.
+    async fn revokes(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            let id = self.session().id;
+            let mut client = self.mount_client();
+            let watch = client.watch_revokes(pb::SessionRef { id: id.clone() });
+            let started = tokio::select! {
+                () = cancel.cancelled() => return,
+                r = tokio::time::timeout(CALL_TIMEOUT, watch) => r,
+            };
+            if let Ok(Ok(stream)) = started {
+                let mut stream = stream.into_inner();
+                loop {
+                    let next = tokio::select! {
+                        () = cancel.cancelled() => return,
+                        m = stream.message() => m,
+                    };
+                    match next {
+                        Ok(Some(rev)) => self.answer_revoke(rev).await,
+                        // Ended: session evicted or closed, or the backend went away.
+                        _ => break,
+                    }
+                }
+            }
+            // Reconnect after a pause (a heartbeat's time at most).
+            let pause = self.session().heartbeat.min(Duration::from_secs(1));
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    async fn answer_revoke(&self, rev: pb::CapRevoke) {
+        let writers = self.held().get(&rev.ino).map_or(0, |h| h.writers);
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(&rev.path));
+        if writers == 0 {
+            tracing::debug!(path = %path.display(), "revoke: no writer left; giving the cap back");
+            self.release_cap(path, rev.ino).await;
+            return;
+        }
+        tracing::info!(path = %path.display(), writers, "revoke: the file is still open for writing; answering busy");
+        let mut req = tonic::Request::new(pb::RevokeAnswer {
+            session: self.session().id,
+            ino: rev.ino,
+            path: rev.path,
+            writers,
+        });
+        req.set_timeout(CALL_TIMEOUT);
+        let _ = self.mount_client().answer_revoke(req).await;
     }
 
     async fn heartbeats(self: Arc<Self>, cancel: CancellationToken) {
@@ -183,7 +381,12 @@ impl Link {
             let mut req = tonic::Request::new(pb::SessionRef { id: s.id.clone() });
             req.set_timeout(CALL_TIMEOUT);
             let r = match self.mount_client().heartbeat(req).await {
-                Ok(r) if r.get_ref().known => Ok(()),
+                Ok(r) if r.get_ref().known => {
+                    if r.get_ref().reclaim || self.reclaim_pending.load(Ordering::Relaxed) {
+                        self.reclaim().await;
+                    }
+                    Ok(())
+                }
                 Ok(_) => self.reopen().await.map(|_| ()),
                 Err(e) => Err(e),
             };
@@ -306,6 +509,7 @@ impl Link {
         let mut req = tonic::Request::new(pb::MigrateRequest {
             paths: vec![abs.as_os_str().as_bytes().to_vec()],
             recursive: false,
+            background: false,
         });
         req.set_timeout(CALL_TIMEOUT);
         let job = admin
@@ -356,6 +560,14 @@ impl Link {
                 pb::JobState::Done => return Ok(()),
                 pb::JobState::Failed | pb::JobState::Cancelled => {
                     tracing::warn!(job = job.id, path = %abs.display(), "recall failed (see `gpair job show {}`)", job.id);
+                    // East full: the writer hears ENOSPC (or EDQUOT), not EIO (SCENARIOS D2).
+                    let full = |word: &str| next.files.iter().any(|f| f.reason.contains(word));
+                    if full("ENOSPC:") {
+                        return Err(Errno(libc::ENOSPC));
+                    }
+                    if full("EDQUOT:") {
+                        return Err(Errno(libc::EDQUOT));
+                    }
                     return Err(Errno::EIO);
                 }
                 pb::JobState::Waiting => {
@@ -399,6 +611,138 @@ impl Recall for Link {
             }
             Err(Errno::EIO)
         })
+    }
+}
+
+impl WriteCaps for Link {
+    fn opening(&self, rel_path: &Path, ino: u64) -> Result<(), Errno> {
+        let abs = self.abs(rel_path);
+        {
+            let mut held = self.held();
+            if let Some(h) = held.get_mut(&ino) {
+                // Already capped: no call (the hot path of files opened again and again).
+                // While the first opener is still asking, wait for its answer.
+                h.writers = h.writers.saturating_add(1);
+                h.path = abs;
+                let deadline = Instant::now() + 2 * CALL_TIMEOUT;
+                loop {
+                    let take = held.get(&ino).map(|h| h.take);
+                    match take {
+                        Some(Take::Held | Take::NotNeeded) => return Ok(()),
+                        Some(Take::Asking) if Instant::now() < deadline => {
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            held = self
+                                .taken
+                                .wait_timeout(held, left)
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .0;
+                        }
+                        _ => {
+                            drop(held);
+                            self.forget_writer(ino);
+                            return Err(Errno(libc::EAGAIN));
+                        }
+                    }
+                }
+            }
+            held.insert(
+                ino,
+                Held {
+                    path: abs.clone(),
+                    writers: 1,
+                    take: Take::Asking,
+                },
+            );
+        }
+        self.wait_released(ino);
+        let (take, answer) = match self.rt.block_on(self.take_cap(&abs, ino)) {
+            Ok(true) => (Take::Held, Ok(())),
+            Ok(false) => (Take::Refused, Err(Errno(libc::EAGAIN))),
+            // Not under a bound share (nothing to protect): no cap.
+            Err(e) if e.code() == Code::FailedPrecondition => (Take::NotNeeded, Ok(())),
+            Err(e) => {
+                // The backend is unreachable: the open goes on; the cap stays here and is
+                // reclaimed when the backend answers again (a restarted backend releases
+                // nothing until its sessions are back, docs/operations.md).
+                tracing::debug!(path = %abs.display(), "write cap not confirmed: {}", e.message());
+                self.reclaim_pending.store(true, Ordering::Relaxed);
+                (Take::Held, Ok(()))
+            }
+        };
+        if let Some(h) = self.held().get_mut(&ino) {
+            h.take = take;
+        }
+        self.taken.notify_all();
+        if take == Take::Refused {
+            self.forget_writer(ino);
+        }
+        answer
+    }
+
+    fn closed(&self, ino: u64) {
+        let not_needed = self
+            .held()
+            .get(&ino)
+            .is_some_and(|h| h.take == Take::NotNeeded);
+        if not_needed {
+            self.forget_writer(ino);
+            return;
+        }
+        if let Some(path) = self.forget_writer(ino) {
+            self.releasing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(ino);
+            let me = self.held_release_handle();
+            self.rt.spawn(async move {
+                if let Some(link) = me.upgrade() {
+                    link.release_cap(path, ino).await;
+                    link.releasing
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&ino);
+                    link.released.notify_all();
+                }
+            });
+        }
+    }
+}
+
+impl Link {
+    /// Waits (bounded) until no release of `ino`'s cap is in flight.
+    fn wait_released(&self, ino: u64) {
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        let mut r = self
+            .releasing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while r.contains(&ino) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            r = self
+                .released
+                .wait_timeout(r, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// One writer of `ino` fewer; the file's path when that was the last.
+    fn forget_writer(&self, ino: u64) -> Option<PathBuf> {
+        let mut held = self.held();
+        let h = held.get_mut(&ino)?;
+        h.writers = h.writers.saturating_sub(1);
+        if h.writers == 0 {
+            held.remove(&ino).map(|h| h.path)
+        } else {
+            None
+        }
+    }
+
+    fn held_release_handle(&self) -> std::sync::Weak<Link> {
+        self.me.get().cloned().unwrap_or_default()
     }
 }
 

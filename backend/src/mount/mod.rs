@@ -192,6 +192,20 @@ pub trait Changes: Send + Sync {
     fn changed(&self, kind: ChangeKind, path: &Path, new_path: Option<&Path>);
 }
 
+/// Write caps (DESIGN 6): told of every open for writing of a regular file and of every
+/// close of one, so the backend knows which files a writer has open through this mount and
+/// never releases their data under it. See `link.rs` for the protocol.
+pub trait WriteCaps: Send + Sync {
+    /// `rel_path` (east inode `ino`) is about to be opened for writing. An error fails the
+    /// open with that errno (`EAGAIN`: the backend is releasing the file and kept it longer
+    /// than its revoke wait).
+    fn opening(&self, rel_path: &Path, ino: u64) -> Result<(), Errno>;
+
+    /// A handle opened for writing of east inode `ino` was closed (or its open failed after
+    /// [`WriteCaps::opening`]).
+    fn closed(&self, ino: u64);
+}
+
 /// The services the core calls out to.
 #[derive(Clone)]
 pub struct Services {

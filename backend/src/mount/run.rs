@@ -92,6 +92,7 @@ pub fn run(config: MountConfig, mounted: impl FnOnce(&Path, &Path)) -> Result<()
             changes: Arc::clone(&link) as _,
         },
     )?;
+    core.set_write_caps(Arc::clone(&link) as _);
     // Modes come from the caller with its umask applied; ours must not apply again.
     // SAFETY: umask only sets the process's file mode creation mask.
     unsafe { libc::umask(0) };

@@ -25,6 +25,8 @@ pub struct Explanation {
     pub pinned_by: Option<PathBuf>,
     pub noatime: bool,
     pub reads: u32,
+    /// When a recall last brought it back (0: not since the backend started).
+    pub last_recall_ms: i64,
 }
 
 /// The name of the pin attribute for a stub record attribute.
@@ -121,18 +123,27 @@ pub async fn explain(tier: &Arc<Tiering>, abs: &Path) -> Result<Explanation, Tie
     let (rec, rel) = tier.locate_abs(abs)?;
     let state = tier.state(abs);
     let reads = tier.reads_of(abs);
+    let last_recall_ms = tier.last_recall_of(abs);
+    let quota = tier.engine.quotas.usage(&rec.name);
     let stub_attr = tier.config.stub_xattr.clone();
     let p = abs.to_path_buf();
     let root = rec.local_path.clone();
     let policy = rec.policy.clone();
     let state_name = state.state.name();
     let dirty = matches!(state.state, TierState::Dirty);
+    // A stub whose west copy is lost or corrupt: say so wherever the state is shown.
+    let trouble = matches!(state.state, TierState::Lost | TierState::Conflict)
+        .then(|| state.detail.clone())
+        .filter(|d| !d.is_empty());
+    let unsynced = super::run::unsynced(tier, &rec.name, &rel, abs);
+    let t = Arc::clone(tier);
     tokio::task::spawn_blocking(move || {
         let md = std::fs::symlink_metadata(&p)
             .map_err(|e| TierError::NotFound(format!("{}: {e}", p.display())))?;
         let noatime = noatime(&root);
         let pinned = pinned_by(&p, &root, &pin_attr(&stub_attr));
         let offloaded = md.is_file() && matches!(stub::read_path(&p, &stub_attr), Ok(Some(_)));
+        let open_for_write = md.is_file() && super::run::open_for_write(&t, &rec.name, &p, &md);
         let mut e = Explanation {
             gpair: rec.name.clone(),
             state: state_name,
@@ -144,6 +155,7 @@ pub async fn explain(tier: &Arc<Tiering>, abs: &Path) -> Result<Explanation, Tie
             pinned_by: pinned.clone(),
             noatime,
             reads,
+            last_recall_ms,
         };
         let Some(rules) = policy else {
             return Ok(e);
@@ -158,21 +170,29 @@ pub async fn explain(tier: &Arc<Tiering>, abs: &Path) -> Result<Explanation, Tie
             uid: md.uid(),
             offloaded,
             pinned: pinned.map(|p| p.display().to_string()),
-            // Checked when an offload runs (its write lease), not here.
-            open_for_write: false,
+            open_for_write,
             dirty,
-            unsynced: false,
+            unsynced,
             noatime,
         };
         match compiled.judge(&facts, now_ms() / 1000) {
-            Verdict::Offload { why, .. } => {
-                e.verdict = "offload";
-                e.reason = why;
-            }
+            Verdict::Offload { why, .. } => match quota_full(&rec.quota, &quota, md.size()) {
+                Some(full) => {
+                    e.verdict = "keep";
+                    e.reason = format!("{why}, but {full}");
+                }
+                None => {
+                    e.verdict = "offload";
+                    e.reason = why;
+                }
+            },
             Verdict::Keep(k) => {
                 e.verdict = "keep";
                 e.reason = match k {
-                    Keep::Offloaded => format!("already offloaded ({state_name})"),
+                    Keep::Offloaded => match &trouble {
+                        Some(d) => format!("already offloaded ({state_name}: {d})"),
+                        None => format!("already offloaded ({state_name})"),
+                    },
                     k => k.to_string(),
                 };
             }
@@ -181,6 +201,63 @@ pub async fn explain(tier: &Arc<Tiering>, abs: &Path) -> Result<Explanation, Tie
     })
     .await
     .map_err(|e| TierError::Internal(e.to_string()))?
+}
+
+/// Why the gpair's west quota has no room for one more file of `size` bytes, if it has not
+/// (the offload would be refused for quota).
+fn quota_full(
+    limits: &crate::tier::quota::QuotaLimits,
+    u: &crate::tier::quota::Usage,
+    size: u64,
+) -> Option<String> {
+    let files = u.used_files + u.reserved_files;
+    let bytes = u.used_bytes + u.reserved_bytes;
+    if limits.max_files > 0 && files + 1 > limits.max_files {
+        return Some(format!(
+            "the gpair's quota is full: {files} of {} files on west",
+            limits.max_files
+        ));
+    }
+    if limits.max_bytes > 0 && bytes.saturating_add(size) > limits.max_bytes {
+        return Some(format!(
+            "the gpair's quota is full: {bytes} of {} bytes on west, this file needs {size}",
+            limits.max_bytes
+        ));
+    }
+    None
+}
+
+/// Whether some process has `path` open for writing (on this machine, a mount's writers
+/// included: they write through the backing file): a read lease (`F_SETLEASE F_RDLCK`) is
+/// refused exactly then. `None` when it cannot be told (the lease needs the file's owner or
+/// CAP_LEASE). The lease is let go at once; a writer opening meanwhile waits that long.
+/// Never probe a file a job is moving: the open would break that job's own write lease.
+pub fn open_for_write(path: &Path) -> Option<bool> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOATIME)
+        .open(path)
+        .or_else(|_| {
+            // O_NOATIME is for the owner only.
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(path)
+        })
+        .ok()?;
+    // SAFETY: `f` is an open descriptor for the whole call.
+    let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLEASE, libc::F_RDLCK) };
+    if r == 0 {
+        // SAFETY: as above.
+        unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
+        return Some(false);
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EAGAIN) => Some(true),
+        _ => None,
+    }
 }
 
 /// Whether the filesystem holding `path` is mounted `noatime` (access times say nothing).

@@ -39,6 +39,10 @@ pub struct Rules {
     /// East soft limit of the share's local data (bytes of files not offloaded): above it,
     /// the coldest candidates go until it is under.
     pub east_soft_limit: Option<u64>,
+    /// Rate limits of this gpair's background work (policy runs, prefetch lists): files and
+    /// bytes started per second. Interactive work (admin commands, mounts) is never limited.
+    pub max_files_per_sec: Option<u64>,
+    pub max_bytes_per_sec: Option<u64>,
 }
 
 impl Default for Rules {
@@ -56,6 +60,8 @@ impl Default for Rules {
             high_percent: None,
             low_percent: None,
             east_soft_limit: None,
+            max_files_per_sec: None,
+            max_bytes_per_sec: None,
         }
     }
 }
@@ -90,6 +96,12 @@ impl Rules {
         if self.east_soft_limit == Some(0) {
             return Err(
                 "an east soft limit of 0 bytes would offload everything; give a size".into(),
+            );
+        }
+        if self.max_files_per_sec == Some(0) || self.max_bytes_per_sec == Some(0) {
+            return Err(
+                "a rate limit of 0 would stop background work for good; give a rate, or none"
+                    .into(),
             );
         }
         if self.interval_secs == Some(0) {
@@ -386,6 +398,8 @@ mod tests {
             high_percent: None,
             low_percent: None,
             east_soft_limit: None,
+            max_files_per_sec: None,
+            max_bytes_per_sec: None,
         }
     }
 
@@ -581,6 +595,14 @@ mod tests {
         r.low_percent = Some(80);
         assert!(r.compile().unwrap_err().contains("low must be under high"));
         r.low_percent = Some(60);
+        assert!(r.compile().is_ok());
+        let mut r = rules();
+        r.max_files_per_sec = Some(0);
+        assert!(r.compile().unwrap_err().contains("rate limit of 0"));
+        r.max_files_per_sec = Some(1);
+        r.max_bytes_per_sec = Some(0);
+        assert!(r.compile().unwrap_err().contains("rate limit of 0"));
+        r.max_bytes_per_sec = Some(1);
         assert!(r.compile().is_ok());
     }
 

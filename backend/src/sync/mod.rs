@@ -139,18 +139,35 @@ pub struct Health {
     pub last_error_at_ms: i64,
     pub paused_until_ms: i64,
     pub last_success_at_ms: i64,
+    /// When the current state began: the first failure of an outage, or its end.
+    pub since_ms: i64,
+    /// Class of `last_error` (`transient`…), empty when there is none.
+    pub last_error_class: &'static str,
     needs_rebuild: bool,
+    /// West answers counted when the last failure was recorded: a success without a newer
+    /// answer (an item that needed no west call) is no evidence that west is back.
+    answers_at_failure: u64,
 }
+
+/// Consecutive transient failures after which a gpeer counts as down rather than retrying.
+pub const DOWN_AFTER_FAILURES: u32 = 3;
 
 impl Health {
     pub fn is_retrying(&self) -> bool {
         self.consecutive_failures > 0
+    }
+
+    /// Several transient failures in a row: west is down (work waits, nothing fails).
+    pub fn is_down(&self) -> bool {
+        self.consecutive_failures >= DOWN_AFTER_FAILURES
     }
 }
 
 pub struct GpeerRt {
     pub rec: GpeerRecord,
     store: Arc<dyn WestStore>,
+    /// Calls west answered through `store` (see [`crate::west::observed`]).
+    answers: Arc<AtomicU64>,
     /// Batched metadata updates (gateway dialect over http).
     batch: Option<Arc<BatchClient>>,
     pub health: Health,
@@ -258,7 +275,11 @@ impl Engine {
     // ------------------------------------------------------------ registry runtime
 
     pub fn add_gpeer(&self, rec: GpeerRecord) {
-        let store = (self.west_factory)(&rec.conn);
+        let answers = Arc::new(AtomicU64::new(0));
+        let store = crate::west::observed::AnsweredWest::wrap(
+            (self.west_factory)(&rec.conn),
+            Arc::clone(&answers),
+        );
         let batch = if self.config.batch {
             batch_client(&rec.conn)
         } else {
@@ -269,6 +290,7 @@ impl Engine {
             GpeerRt {
                 rec,
                 store,
+                answers,
                 batch,
                 health: Health::default(),
             },
@@ -637,7 +659,10 @@ impl Engine {
         let g = st.gpeers.get_mut(gpeer)?;
         if g.health.needs_rebuild {
             // New client: new DNS lookup, new connections.
-            g.store = (self.west_factory)(&g.rec.conn);
+            g.store = crate::west::observed::AnsweredWest::wrap(
+                (self.west_factory)(&g.rec.conn),
+                Arc::clone(&g.answers),
+            );
             if g.batch.is_some() {
                 g.batch = batch_client(&g.rec.conn);
             }
@@ -647,10 +672,24 @@ impl Engine {
         Some(Arc::clone(&g.store))
     }
 
+    /// A work item succeeded: the gpeer is healthy again if west answered a call since the
+    /// last failure (an item that needed no west call proves nothing).
+    fn record_item_success(&self, gpeer: &str) {
+        let answered = lock(&self.state)
+            .gpeers
+            .get(gpeer)
+            .is_some_and(|g| g.answers.load(Ordering::Relaxed) > g.health.answers_at_failure);
+        if answered {
+            self.record_success(gpeer);
+        }
+    }
+
+    /// West answered.
     fn record_success(&self, gpeer: &str) {
         if let Some(g) = lock(&self.state).gpeers.get_mut(gpeer) {
             if g.health.consecutive_failures > 0 {
                 tracing::info!(gpeer, "gpeer is healthy again");
+                g.health.since_ms = now_ms();
             }
             g.health.consecutive_failures = 0;
             g.health.paused_until_ms = 0;
@@ -661,13 +700,19 @@ impl Engine {
     fn record_transient(&self, gpeer: &str, err: &WestError) {
         let max = self.config.gpeer_backoff_max.as_millis() as i64;
         if let Some(g) = lock(&self.state).gpeers.get_mut(gpeer) {
+            let answers = g.answers.load(Ordering::Relaxed);
             let h = &mut g.health;
+            h.answers_at_failure = answers;
             let now = now_ms();
             if h.paused_until_ms > now {
                 // Other workers' calls that were in flight when the gpeer went away: one
                 // outage, not several; keep the pause already chosen.
                 h.last_error = err.message.clone();
+                h.last_error_class = err.class();
                 return;
+            }
+            if h.consecutive_failures == 0 {
+                h.since_ms = now;
             }
             h.consecutive_failures = h.consecutive_failures.saturating_add(1);
             let exp = 100i64
@@ -676,6 +721,7 @@ impl Engine {
             let jittered = rand::thread_rng().gen_range(exp / 2..=exp.max(1));
             h.paused_until_ms = now_ms() + jittered;
             h.last_error = err.message.clone();
+            h.last_error_class = err.class();
             h.last_error_at_ms = now_ms();
             h.needs_rebuild = true;
             tracing::warn!(gpeer, error = %err, retry_in_ms = jittered, "gpeer unreachable; pausing its work");
@@ -729,7 +775,7 @@ impl Engine {
         }
         match result {
             Ok(()) => {
-                self.record_success(&gpeer);
+                self.record_item_success(&gpeer);
                 stats.applied.fetch_add(1, Ordering::Relaxed);
                 let mut q = lock(&self.queue);
                 q.set_failing(&key, false);
@@ -1146,8 +1192,9 @@ impl Engine {
         self.record_transient(gpeer, err);
     }
 
+    /// A migration step or a grant succeeded (counts only if west answered meanwhile).
     pub fn report_success(&self, gpeer: &str) {
-        self.record_success(gpeer);
+        self.record_item_success(gpeer);
     }
 
     async fn put_entry(

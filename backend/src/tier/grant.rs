@@ -67,10 +67,36 @@ impl ReadCounts {
     }
 }
 
+/// When files were last recalled, for `gpair explain` (since the backend started; at most
+/// `MAX_COUNTED` files, the oldest forgotten first).
+#[derive(Default)]
+pub struct LastRecalls(std::sync::Mutex<HashMap<PathBuf, i64>>);
+
+impl LastRecalls {
+    pub fn note(&self, path: &Path, at: i64) {
+        let mut m = lock(&self.0);
+        if m.len() >= MAX_COUNTED && !m.contains_key(path) {
+            if let Some(oldest) = m.iter().min_by_key(|(_, t)| **t).map(|(p, _)| p.clone()) {
+                m.remove(&oldest);
+            }
+        }
+        m.insert(path.to_path_buf(), at);
+    }
+
+    fn of(&self, path: &Path) -> i64 {
+        lock(&self.0).get(path).copied().unwrap_or(0)
+    }
+}
+
 impl Tiering {
     /// Opens of the stub at `abs` through mounts within the last hour.
     pub fn reads_of(&self, abs: &Path) -> u32 {
         self.reads.of(abs, now_ms())
+    }
+
+    /// When a recall last brought `abs` back (0: not since the backend started).
+    pub fn last_recall_of(&self, abs: &Path) -> i64 {
+        self.recalls.of(abs)
     }
 
     /// The gpair and relative path of `abs`, which must be absolute and below a bound share.
@@ -121,6 +147,22 @@ impl Tiering {
             Err(e) => return Err(TierError::Precondition(e.to_string())),
         };
         Self::stub_belongs(&rec, &stub).map_err(TierError::Precondition)?;
+        // West's copy was found corrupt (recall, fsck): never serve it. (A `lost` mark is no
+        // reason to refuse: the copy is looked for below, and a read that finds none fails.)
+        let mark: Option<super::TierMark> = self
+            .engine
+            .catalog
+            .get(super::CF_TIERS, &crate::catalog::gpair_key(&rec.name, &rel))
+            .ok()
+            .flatten();
+        if let Some(m) = mark.filter(|m| m.state == super::MarkState::Conflict) {
+            return Err(TierError::Precondition(format!(
+                "{} is marked {:?}: {}",
+                abs.display(),
+                m.state,
+                m.reason
+            )));
+        }
         if let Some((etag, at)) = expect {
             if stub.etag != etag || stub.offloaded_at_ms != at {
                 return Err(TierError::Precondition(format!(
@@ -129,21 +171,32 @@ impl Tiering {
                 )));
             }
         }
-        let west = self.engine.west_for(&rec.gpeer).ok_or_else(|| {
+        // The same client as the workers', rebuilt first if a transient failure asked for it
+        // (fresh DNS and connections after an outage).
+        let west = self.engine.store(&rec.gpeer).ok_or_else(|| {
             TierError::Precondition(format!(
                 "gpeer {} of gpair {} is not known",
                 rec.gpeer, rec.name
             ))
         })?;
-        let unavailable =
-            |what: &str, e: crate::west::WestError| TierError::Unavailable(format!("{what}: {e}"));
+        let unavailable = |what: &str, e: crate::west::WestError| {
+            if e.is_transient() {
+                // Counts against the gpeer's health like the workers' failures do.
+                self.engine.report_transient(&rec.gpeer, &e);
+            }
+            TierError::Unavailable(format!("{what}: {e}"))
+        };
         let current = crate::west::keys::west_key(&rec.prefix, &rel);
         let key = if !verify && current.long_path.is_none() && current.key == stub.key {
             current
         } else {
-            self.find_copy(west.as_ref(), &rec, &rel, &stub)
+            let found = self
+                .find_copy(west.as_ref(), &rec, &rel, &stub)
                 .await
-                .map_err(|e| unavailable("find the west copy", e))?
+                .map_err(|e| unavailable("find the west copy", e))?;
+            // West answered: an outage only grants noticed is over.
+            self.engine.report_success(&rec.gpeer);
+            found
                 .ok_or_else(|| {
                     TierError::NotFound(format!(
                         "west copy missing: no object of {} bytes owned by west at {}/{}",

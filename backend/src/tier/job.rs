@@ -68,6 +68,10 @@ pub struct JobRecord {
     pub files_total: u64,
     pub bytes_total: u64,
     pub gpairs: Vec<String>,
+    /// Background work (policy runs, prefetch lists): after interactive work, within rate
+    /// limits. Absent in records written before it existed: interactive.
+    #[serde(default)]
+    pub background: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

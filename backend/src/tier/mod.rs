@@ -14,7 +14,9 @@ mod offload;
 pub mod quota;
 mod recall;
 pub mod recover;
+pub mod slots;
 pub mod stub;
+pub mod throttle;
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::ffi::OsStrExt;
@@ -26,7 +28,6 @@ use std::time::Duration;
 
 use gpair_proto::now_ms;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{gpair_key, CatalogError, CF_INTENTS, CF_JOBS, CF_META, CF_QUOTA};
@@ -90,6 +91,11 @@ pub struct Intent {
     /// The east data version observed when the step started.
     pub dv: DataVersion,
     pub started_ms: i64,
+    /// An offload's multipart upload in progress (its id and the parts west acknowledged), so
+    /// that an offload resumed after a transient failure or a restart uploads only the rest.
+    /// Cleared once the upload is completed. Absent in intents written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<offload::UploadNote>,
 }
 
 /// Marks on local files that are not in flight (catalog `tiers` CF, key `gpair ‖ 0 ‖ path`).
@@ -105,8 +111,10 @@ pub struct TierMark {
 pub enum MarkState {
     /// Written during its last offload; local.
     Dirty,
-    /// West disagrees with the stub (missing or corrupt copy); the stub is kept.
+    /// West disagrees with the stub (corrupt copy, wrong size); the stub is kept.
     Conflict,
+    /// West's copy of the stub is gone; the stub is kept.
+    Lost,
 }
 
 /// The tier state of one path (`gpair state`).
@@ -119,6 +127,8 @@ pub enum TierState {
     Dirty,
     Conflict,
     Unmanaged,
+    /// A stub whose west copy is gone.
+    Lost,
 }
 
 impl TierState {
@@ -132,6 +142,7 @@ impl TierState {
             Self::Dirty => "dirty",
             Self::Conflict => "conflict",
             Self::Unmanaged => "unmanaged",
+            Self::Lost => "lost",
         }
     }
 }
@@ -236,7 +247,10 @@ pub fn trash_prefix(gpair: &str, at_ms: i64) -> String {
 pub struct Tiering {
     pub engine: Arc<Engine>,
     pub config: TierConfig,
-    transfers: Arc<Semaphore>,
+    /// Transfer slots shared by every job, interactive work first.
+    slots: Arc<slots::Slots>,
+    /// Rate limits of background work, per gpair.
+    throttles: Mutex<HashMap<String, throttle::Throttle>>,
     jobs: Mutex<BTreeMap<u64, Arc<JobRt>>>,
     /// Files queued or in flight in some job: path → (job, kind).
     active: Mutex<HashMap<PathBuf, (u64, JobKind)>>,
@@ -245,6 +259,13 @@ pub struct Tiering {
     pub cancel: CancellationToken,
     /// Reads of stubs through mounts, for `recall_after_reads`.
     reads: grant::ReadCounts,
+    /// Policy scans running and done, for `gpair status`.
+    pub scans: crate::policy::run::ScanBoard,
+    /// When files were last recalled, for `gpair explain`.
+    recalls: grant::LastRecalls,
+    /// Mount sessions and caps (set by the daemon; an offload asks them for the file's
+    /// exclusive cap before it releases data).
+    pub sessions: std::sync::OnceLock<Arc<crate::session::Sessions>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -271,7 +292,8 @@ impl Tiering {
             .flatten()
             .unwrap_or(1);
         Arc::new(Self {
-            transfers: Arc::new(Semaphore::new(config.transfers)),
+            slots: Arc::new(slots::Slots::new(config.transfers)),
+            throttles: Mutex::new(HashMap::new()),
             engine,
             config,
             jobs: Mutex::new(BTreeMap::new()),
@@ -280,7 +302,15 @@ impl Tiering {
             id_lock: Mutex::new(()),
             cancel,
             reads: Default::default(),
+            scans: Default::default(),
+            recalls: Default::default(),
+            sessions: Default::default(),
         })
+    }
+
+    /// Whether a job has `path` queued or in flight.
+    pub fn in_job(&self, path: &Path) -> bool {
+        lock(&self.active).contains_key(path)
     }
 
     fn catalog(&self) -> &crate::catalog::Catalog {
@@ -365,6 +395,27 @@ impl Tiering {
         paths: Vec<PathBuf>,
         recursive: bool,
     ) -> Result<Arc<JobRt>, TierError> {
+        self.create_job_as(kind, paths, recursive, false).await
+    }
+
+    /// A job of background work (policy runs, prefetch lists): it runs after interactive
+    /// work ([`slots`]) and within its gpairs' rate limits ([`throttle`]).
+    pub async fn create_background_job(
+        self: &Arc<Self>,
+        kind: JobKind,
+        paths: Vec<PathBuf>,
+        recursive: bool,
+    ) -> Result<Arc<JobRt>, TierError> {
+        self.create_job_as(kind, paths, recursive, true).await
+    }
+
+    async fn create_job_as(
+        self: &Arc<Self>,
+        kind: JobKind,
+        paths: Vec<PathBuf>,
+        recursive: bool,
+        background: bool,
+    ) -> Result<Arc<JobRt>, TierError> {
         if paths.is_empty() {
             return Err(TierError::Invalid("no paths given".into()));
         }
@@ -396,6 +447,7 @@ impl Tiering {
             files_total: files.len() as u64,
             bytes_total: files.iter().map(|(_, s)| s).sum(),
             gpairs,
+            background,
         };
         let me = Arc::clone(self);
         let rec2 = rec.clone();
@@ -488,7 +540,10 @@ impl Tiering {
     /// Runs the pending files of a job, then records how it ended.
     async fn run_job(self: Arc<Self>, rt: Arc<JobRt>) {
         let id = rt.id();
-        let kind = rt.record().kind;
+        let (kind, background) = {
+            let r = rt.record();
+            (r.kind, r.background)
+        };
         rt.update(|r| {
             r.state = JobState::Running;
             if r.started_ms == 0 {
@@ -509,8 +564,20 @@ impl Tiering {
         });
         let mut tasks = tokio::task::JoinSet::new();
         for (path, frec) in pending {
+            if background && !self.throttle(&rt, &path, frec.size).await {
+                if self.cancel.is_cancelled() {
+                    break;
+                }
+                self.finish_file(
+                    &rt,
+                    &path,
+                    &frec,
+                    FileResult::new(Outcome::Cancelled, "job cancelled before this file started"),
+                );
+                continue;
+            }
             let permit = tokio::select! {
-                p = Arc::clone(&self.transfers).acquire_owned() => p,
+                p = self.slots.acquire(background) => p,
                 () = rt.cancel.cancelled() => {
                     self.finish_file(&rt, &path, &frec, FileResult::new(Outcome::Cancelled, "job cancelled before this file started"));
                     continue;
@@ -518,7 +585,7 @@ impl Tiering {
                 // Shutdown: the rest stays pending for the next start.
                 () = self.cancel.cancelled() => break,
             };
-            let Ok(permit) = permit else { break };
+            let Some(permit) = permit else { break };
             let me = Arc::clone(&self);
             let rt2 = Arc::clone(&rt);
             tasks.spawn(async move {
@@ -554,6 +621,54 @@ impl Tiering {
         tracing::info!(job = id, kind = kind.verb(), state = ?r.state, done = c.files_done, failed = c.failed, skipped = c.skipped, "job finished");
     }
 
+    /// Waits until the rate limits of `path`'s gpair let one more file of `size` bytes start
+    /// (background jobs only); the job shows why it waits. False if the job or the daemon was
+    /// cancelled meanwhile.
+    async fn throttle(&self, rt: &JobRt, path: &Path, size: u64) -> bool {
+        const WHY: &str = "rate limit of gpair ";
+        loop {
+            // A file outside every gpair is not limited; `process` reports it.
+            let Some((rec, _)) = self.locate(path) else {
+                return true;
+            };
+            let limits = rec
+                .policy
+                .as_ref()
+                .map(|p| throttle::Limits {
+                    files_per_sec: p.max_files_per_sec,
+                    bytes_per_sec: p.max_bytes_per_sec,
+                })
+                .unwrap_or_default();
+            let wait = if limits.is_unlimited() {
+                Ok(())
+            } else {
+                let mut all = lock(&self.throttles);
+                let t = all
+                    .entry(rec.name.clone())
+                    .or_insert_with(|| throttle::Throttle::new(limits));
+                if t.limits() != limits {
+                    // `policy set` changed them: start over at the new rates.
+                    *t = throttle::Throttle::new(limits);
+                }
+                t.try_take(size)
+            };
+            let Err(wait) = wait else {
+                if rt.waiting().starts_with(WHY) {
+                    rt.set_waiting(String::new());
+                }
+                return true;
+            };
+            if wait > Duration::from_millis(500) {
+                rt.set_waiting(format!("{WHY}{} ({})", rec.name, limits.describe()));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait.min(Duration::from_secs(5))) => {}
+                () = rt.cancel.cancelled() => return false,
+                () = self.cancel.cancelled() => return false,
+            }
+        }
+    }
+
     fn finish_file(&self, rt: &JobRt, path: &Path, frec: &FileRecord, result: FileResult) {
         if self.cancel.is_cancelled()
             && !rt.cancel.is_cancelled()
@@ -579,6 +694,9 @@ impl Tiering {
         if rec.outcome == Outcome::Failed {
             tracing::warn!(job = rt.id(), path = %path.display(), reason = rec.reason, "file failed");
         }
+        if rec.outcome == Outcome::Done && rt.record().kind == JobKind::Recall {
+            self.recalls.note(path, rec.at_ms);
+        }
         rt.count(&rec);
     }
 
@@ -595,8 +713,8 @@ impl Tiering {
         rt: &JobRt,
         kind: JobKind,
         path: &Path,
-        permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> (FileResult, Option<tokio::sync::OwnedSemaphorePermit>) {
+        permit: slots::Slot,
+    ) -> (FileResult, Option<slots::Slot>) {
         let mut permit = Some(permit);
         loop {
             {
@@ -625,7 +743,7 @@ impl Tiering {
         if permit.is_none() {
             // Claimed after a wait: a transfer slot again before moving data.
             let p = tokio::select! {
-                p = Arc::clone(&self.transfers).acquire_owned() => p.ok(),
+                p = self.slots.acquire(rt.record().background) => p,
                 () = rt.cancel.cancelled() => None,
                 () = self.cancel.cancelled() => None,
             };
@@ -650,12 +768,28 @@ impl Tiering {
             if until > now_ms() {
                 let health = self.engine.gpeer_health(&rec.gpeer).unwrap_or_default();
                 rt.set_waiting(format!("gpeer {}: {}", rec.gpeer, health.last_error));
+                // A file waiting for its gpeer holds no transfer slot: files of other gpeers
+                // keep moving while this one is down.
+                permit = None;
                 let wait = Duration::from_millis((until - now_ms()).clamp(10, 5000) as u64);
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     () = rt.cancel.cancelled() => {}
                     () = self.cancel.cancelled() => {}
                 }
+                continue;
+            }
+            if permit.is_none() {
+                let p = tokio::select! {
+                    p = self.slots.acquire(rt.record().background) => p,
+                    () = rt.cancel.cancelled() => None,
+                    () = self.cancel.cancelled() => None,
+                };
+                if p.is_none() {
+                    break FileResult::new(Outcome::Cancelled, "job cancelled");
+                }
+                permit = p;
+                // Paused again while this file waited for a slot: wait for the gpeer first.
                 continue;
             }
             // A symlinked directory on the way must not lead out of the share.
@@ -697,6 +831,10 @@ impl Tiering {
                 }
             }
         };
+        if kind == JobKind::Migrate && result.outcome != Outcome::Done {
+            // Stopped while waiting for its gpeer with a resumable upload kept: give it up.
+            self.abandon_resumable_upload(path);
+        }
         lock(&self.active).remove(path);
         (result, permit)
     }
@@ -712,6 +850,14 @@ impl Tiering {
     fn clear_intent(&self, gpair: &str, rel: &[u8]) {
         if let Err(e) = self.catalog().delete(CF_INTENTS, &gpair_key(gpair, rel)) {
             tracing::error!(error = %e, "cannot clear an intent");
+        }
+    }
+
+    /// Marks the file at `abs` dirty (a mount session open for writing on it was evicted:
+    /// its writes may not all have reached east yet).
+    pub fn mark_dirty_abs(&self, abs: &Path, reason: &str) {
+        if let Some((rec, rel)) = self.locate(abs) {
+            self.set_mark(&rec.name, &rel, MarkState::Dirty, reason);
         }
     }
 
@@ -792,6 +938,10 @@ impl Tiering {
             match m.state {
                 MarkState::Conflict if st.state == TierState::Remote => {
                     st.state = TierState::Conflict;
+                    st.detail = m.reason;
+                }
+                MarkState::Lost if st.state == TierState::Remote => {
+                    st.state = TierState::Lost;
                     st.detail = m.reason;
                 }
                 MarkState::Dirty if st.state == TierState::Local => {

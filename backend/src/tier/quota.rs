@@ -133,6 +133,15 @@ impl Quotas {
         }
     }
 
+    /// Sets a gpair's usage to what its remote records sum to (`gpair fsck --repair`);
+    /// reservations of offloads in flight are kept.
+    pub fn set_used(&self, gpair: &str, bytes: u64, files: u64) {
+        let mut all = lock(&self.usage);
+        let u = all.entry(gpair.to_owned()).or_default();
+        u.used_bytes = bytes;
+        u.used_files = files;
+    }
+
     pub fn forget_gpair(&self, gpair: &str) {
         lock(&self.usage).remove(gpair);
     }

@@ -26,6 +26,24 @@ use crate::registry::GpairRecord;
 use crate::sync::AttrOp;
 use crate::west::{WestKey, WestStore};
 
+/// A failed write into east during a recall. A full filesystem (ENOSPC) or quota (EDQUOT)
+/// is named as such, with what happens next: the caller releases what was written, so the
+/// file stays a clean stub.
+fn east_write_stop(path: &Path, what: &str, e: std::io::Error) -> Stop {
+    let full = match e.raw_os_error() {
+        Some(libc::ENOSPC) => Some("ENOSPC: the east filesystem is full"),
+        Some(libc::EDQUOT) => Some("EDQUOT: the east disk quota is exhausted"),
+        _ => None,
+    };
+    match full {
+        Some(why) => failed(format!(
+            "{what} {}: {why} ({e}); the file stays a stub (what was written is released): free space on east and recall it again",
+            path.display()
+        )),
+        None => east_stop(path, what, e),
+    }
+}
+
 impl Tiering {
     pub(super) async fn recall(
         &self,
@@ -67,6 +85,7 @@ impl Tiering {
                 job: rt.id(),
                 dv: DataVersion::of(&md),
                 started_ms: now_ms(),
+                upload: None,
             },
         )?;
         let file = Arc::new(file);
@@ -105,7 +124,7 @@ impl Tiering {
     /// Where west holds a stub's data: at the file's current key, or (renamed on east, sync
     /// not caught up yet) where it was uploaded, or — sync saw the rename as a deletion
     /// (watcher overflow, daemon down) — in the trash under the recorded key.
-    pub(super) async fn find_copy(
+    pub(crate) async fn find_copy(
         &self,
         west: &dyn WestStore,
         rec: &GpairRecord,
@@ -133,9 +152,39 @@ impl Tiering {
         self.find_in_trash(west, rec, stub).await
     }
 
+    /// Why the object at the stub's key (current or recorded) is not its copy, when west
+    /// owns data there of another size: a corrupt copy, not a missing one.
+    async fn wrong_size_copy(
+        &self,
+        west: &dyn WestStore,
+        rec: &GpairRecord,
+        rel: &[u8],
+        stub: &StubRecord,
+    ) -> Result<Option<String>, crate::west::WestError> {
+        let current = crate::west::keys::west_key(&rec.prefix, rel);
+        let recorded = WestKey {
+            key: stub.key.clone(),
+            long_path: None,
+        };
+        for key in [&current, &recorded] {
+            if let Some(e) = west.head(&stub.bucket, key, false).await? {
+                if e.gpair_name.is_none() && e.data_len > 0 && e.data_len != stub.size {
+                    return Ok(Some(format!(
+                        "west copy at {}/{} holds {} bytes but the stub says {}; the stub is kept",
+                        stub.bucket,
+                        key.object_key(false),
+                        e.data_len,
+                        stub.size
+                    )));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Whether a stub record is one this gpair wrote (a copied or forged record must not
     /// make us fetch some other object into, or serve it for, this file).
-    pub(super) fn stub_belongs(rec: &GpairRecord, stub: &StubRecord) -> Result<(), String> {
+    pub(crate) fn stub_belongs(rec: &GpairRecord, stub: &StubRecord) -> Result<(), String> {
         let key_ok = rec.prefix.is_empty()
             || stub.key.starts_with(&format!("{}/", rec.prefix))
             || stub.key.starts_with(crate::west::keys::LONG_PREFIX);
@@ -204,10 +253,20 @@ impl Tiering {
             .await
             .map_err(|e| west_stop("find west copy", e))?;
         let Some((key, entry)) = found else {
-            return Err(conflict(format!(
-                "west copy missing: no object of {} bytes owned by west at {}/{}",
+            // West owns other data at the key: corrupt (conflict); nothing there: lost.
+            let wrong = self
+                .wrong_size_copy(west, rec, rel, stub)
+                .await
+                .map_err(|e| west_stop("find west copy", e))?;
+            if let Some(why) = wrong {
+                return Err(conflict(why));
+            }
+            let why = format!(
+                "west copy missing (lost): no object of {} bytes owned by west at {}/{} (nor renamed, nor in the trash); the stub is kept",
                 stub.size, stub.bucket, stub.key
-            )));
+            );
+            self.set_mark(&rec.name, rel, MarkState::Lost, &why);
+            return Err(failed(why));
         };
         if entry.crc32c.is_some_and(|c| c != stub.crc32c) {
             return Err(conflict(format!(
@@ -240,7 +299,7 @@ impl Tiering {
                     })
                     .await
                     .map_err(failed)?
-                    .map_err(|e| east_stop(path, "write", e))?;
+                    .map_err(|e| east_write_stop(path, "write", e))?;
                     Ok::<_, Stop>((i, crc, len))
                 }
             })
@@ -293,7 +352,7 @@ impl Tiering {
         })
         .await
         .map_err(failed)?
-        .map_err(|e| east_stop(path, "finish recall of", e))?;
+        .map_err(|e| east_write_stop(path, "finish recall of", e))?;
         failpoint!("recall-before-rtl");
 
         // West drops its data (durably queued), quota freed, intent resolved.

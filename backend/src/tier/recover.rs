@@ -5,6 +5,7 @@
 //! |---------|------------------------------------------|---------------------------------------------|
 //! | offload | present, data unchanged since            | finish: punch (idempotent), commit           |
 //! | offload | present, file written since              | east data is newer: drop the stub, rtl       |
+//! | offload | absent, mid-upload, its job resumes it   | keep the intent: the job resumes the upload  |
 //! | offload | absent                                   | roll back: rtl (west → placeholder), abort uploads |
 //! | recall  | present                                  | not finished: release what was written; the job redoes it |
 //! | recall  | absent                                   | finished on east: rtl, free quota            |
@@ -30,6 +31,8 @@ use crate::sync::{join_rel, AttrOp};
 pub struct Recovered {
     pub offloads_finished: usize,
     pub offloads_rolled_back: usize,
+    /// Offloads interrupted mid-upload whose job resumes them, reusing the uploaded parts.
+    pub offloads_kept_for_resume: usize,
     pub recalls_finished: usize,
     pub recalls_undone: usize,
     /// Intents whose file is gone, or kept because the file could not be read.
@@ -66,6 +69,7 @@ impl Tiering {
             match outcome {
                 Resolution::OffloadFinished => done.offloads_finished += 1,
                 Resolution::OffloadRolledBack => done.offloads_rolled_back += 1,
+                Resolution::OffloadKeptForResume => done.offloads_kept_for_resume += 1,
                 Resolution::RecallFinished => done.recalls_finished += 1,
                 Resolution::RecallUndone => done.recalls_undone += 1,
                 Resolution::Gone | Resolution::Left => done.dropped += 1,
@@ -130,6 +134,12 @@ impl Tiering {
                 self.commit_recovered_offload(gpair, &gk, &f, &s, intent)?;
                 self.set_file_outcome(intent.job, path, Outcome::Done, "", s.size);
                 Ok(Resolution::OffloadFinished)
+            }
+            Inspect::Local(f) if intent.upload.is_some() && self.resumable(&f, path, intent) => {
+                // Interrupted mid-upload, the data unchanged, and its job will offload the file
+                // again: the intent keeps the upload, whose acknowledged parts the resumed
+                // offload reuses (or aborts). West still holds only the placeholder.
+                Ok(Resolution::OffloadKeptForResume)
             }
             Inspect::Local(_) => {
                 // East holds the data (the punch only ever follows a durable stub record):
@@ -236,6 +246,21 @@ impl Tiering {
         }
     }
 
+    /// Whether an offload interrupted mid-upload will be resumed: the file's data is what the
+    /// intent saw, and the intent's job is unfinished with this file still pending in it.
+    fn resumable(&self, f: &std::fs::File, path: &std::path::Path, intent: &Intent) -> bool {
+        let unchanged = f.metadata().is_ok_and(|m| DataVersion::of(&m) == intent.dv);
+        let job_open = matches!(
+            self.catalog().get::<job::JobRecord>(CF_JOBS, &job::job_key(intent.job)),
+            Ok(Some(j)) if !j.state.finished()
+        );
+        let pending = matches!(
+            self.catalog().get::<FileRecord>(CF_JOBS, &job::file_key(intent.job, path.as_os_str().as_bytes())),
+            Ok(Some(r)) if r.outcome == Outcome::Pending
+        );
+        unchanged && job_open && pending
+    }
+
     /// Records a file's outcome in its job when recovery finished it.
     fn set_file_outcome(
         &self,
@@ -260,7 +285,7 @@ impl Tiering {
     }
 
     /// Aborts the multipart uploads of a rolled-back offload, retrying until west answers.
-    fn abort_uploads_later(self: &Arc<Self>, gpair: String, rel: Vec<u8>) {
+    pub(super) fn abort_uploads_later(self: &Arc<Self>, gpair: String, rel: Vec<u8>) {
         let me = Arc::clone(self);
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(200);
@@ -312,6 +337,7 @@ impl Tiering {
 enum Resolution {
     OffloadFinished,
     OffloadRolledBack,
+    OffloadKeptForResume,
     RecallFinished,
     RecallUndone,
     /// The file is gone from its path: the intent is dropped, west left to metadata sync.

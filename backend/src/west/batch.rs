@@ -27,6 +27,9 @@ pub enum BatchOp {
     SetAttr { key: WestKey, attr: super::SetAttr },
 }
 
+/// Bound on one batch request and its answer.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
+
 pub struct BatchClient {
     endpoint: String,
     host: String,
@@ -109,12 +112,14 @@ impl BatchClient {
             .body(Full::new(body))
             .map_err(|e| WestError::permanent(format!("cannot build the batch request: {e}")))?;
         let what = format!("POST {}/{bucket}?gpair-batch", self.endpoint);
-        let resp = tokio::time::timeout(Duration::from_secs(60), self.http.request(req))
+        // Bounded like every west call: a gateway that accepts and stays silent is down.
+        let limit = super::sdk::bound(BATCH_TIMEOUT);
+        let resp = tokio::time::timeout(limit, self.http.request(req))
             .await
             .map_err(|_| WestError::transient(format!("{what}: timed out")))?
             .map_err(|e| WestError::transient(format!("{what}: {e}")))?;
         let status = resp.status();
-        let bytes = tokio::time::timeout(Duration::from_secs(60), resp.into_body().collect())
+        let bytes = tokio::time::timeout(limit, resp.into_body().collect())
             .await
             .map_err(|_| WestError::transient(format!("{what}: timed out reading the answer")))?
             .map_err(|e| WestError::transient(format!("{what}: {e}")))?
@@ -127,8 +132,9 @@ impl BatchClient {
                 .and_then(|r| r.split("</Code>").next())
                 .unwrap_or("");
             let msg = format!("{what}: HTTP {status} {code}");
+            let code = Some(code).filter(|c| !c.is_empty());
             return Err(
-                if status.is_server_error() || status.as_u16() == 429 || code == "SlowDown" {
+                if super::sdk::transient_status(Some(status.as_u16()), code) {
                     WestError::transient(msg)
                 } else {
                     WestError::permanent(msg)
@@ -162,13 +168,14 @@ impl BatchClient {
                         return Ok(());
                     }
                 }
+                let transient = super::sdk::transient_status(Some(r.status), r.code.as_deref());
                 let msg = format!(
                     "HTTP {} {}: {}",
                     r.status,
                     r.code.unwrap_or_default(),
                     r.message.unwrap_or_default()
                 );
-                if r.status >= 500 {
+                if transient {
                     Err(WestError::transient(msg))
                 } else {
                     Err(WestError::permanent(msg))

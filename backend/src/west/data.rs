@@ -67,6 +67,16 @@ pub trait DataOps: Send + Sync + 'static {
     /// Aborts an upload; an unknown upload is not an error.
     async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str)
         -> Result<(), WestError>;
+    /// The parts of an upload in progress; `None` if west does not know the upload.
+    async fn list_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<Vec<super::ListedPart>>, WestError> {
+        let _ = (bucket, key, upload_id);
+        Ok(None)
+    }
     /// The ids of the uploads in progress for exactly `key`.
     async fn uploads_of(&self, bucket: &str, key: &str) -> Result<Vec<String>, WestError>;
     /// `len` bytes from `start` (a ranged GET). Fewer bytes than asked is an error.
@@ -180,7 +190,7 @@ impl Sdk {
             req = req.tagging(t);
         }
         req.customize()
-            .config_override(Sdk::copy_override())
+            .config_override(Sdk::transfer_override())
             .mutate_request(move |r| {
                 if let Some((h, v)) = &header {
                     r.headers_mut().insert(*h, v.clone());
@@ -250,7 +260,7 @@ impl Sdk {
             .content_length(i64::try_from(len).unwrap_or(i64::MAX))
             .body(ByteStream::from(body))
             .customize()
-            .config_override(Sdk::copy_override())
+            .config_override(Sdk::transfer_override())
             .send()
             .await
             .map(|o| etag_of(o.e_tag()))
@@ -325,6 +335,55 @@ impl Sdk {
         }
     }
 
+    pub async fn list_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<Vec<super::ListedPart>>, WestError> {
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let mut req = self
+                .client
+                .list_parts()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id);
+            if let Some(m) = &marker {
+                req = req.part_number_marker(m);
+            }
+            let page = match req.send().await {
+                Ok(p) => p,
+                Err(e) => {
+                    let f = classify(e, &self.what("ListParts", bucket, key));
+                    if f.code.as_deref() == Some("NoSuchUpload") || f.status == Some(404) {
+                        return Ok(None);
+                    }
+                    return Err(f.error);
+                }
+            };
+            for p in page.parts() {
+                let (Some(number), Some(size)) = (p.part_number(), p.size()) else {
+                    continue;
+                };
+                out.push(super::ListedPart {
+                    number,
+                    size: u64::try_from(size).unwrap_or(0),
+                    etag: etag_of(p.e_tag()),
+                });
+            }
+            match page.next_part_number_marker() {
+                Some(m) if page.is_truncated().unwrap_or(false) && !m.is_empty() => {
+                    marker = Some(m.to_owned())
+                }
+                _ => break,
+            }
+        }
+        out.sort_by_key(|p| p.number);
+        Ok(Some(out))
+    }
+
     pub async fn uploads_of(&self, bucket: &str, key: &str) -> Result<Vec<String>, WestError> {
         let mut out = Vec::new();
         let mut key_marker: Option<String> = None;
@@ -385,7 +444,7 @@ impl Sdk {
             .key(key)
             .range(format!("bytes={start}-{}", start + len - 1))
             .customize()
-            .config_override(Sdk::copy_override())
+            .config_override(Sdk::transfer_override())
             .send()
             .await
             .map_err(|e| classify(e, &what()).error)?;
@@ -477,6 +536,14 @@ macro_rules! sdk_data_ops {
                 upload_id: &str,
             ) -> Result<(), $crate::west::WestError> {
                 self.sdk.abort_upload(bucket, key, upload_id).await
+            }
+            async fn list_parts(
+                &self,
+                bucket: &str,
+                key: &str,
+                upload_id: &str,
+            ) -> Result<Option<Vec<$crate::west::ListedPart>>, $crate::west::WestError> {
+                self.sdk.list_parts(bucket, key, upload_id).await
             }
             async fn uploads_of(
                 &self,

@@ -890,6 +890,17 @@ impl<O: ObjectOps> WestStore for EntryStore<O> {
             .await
     }
 
+    async fn list_parts(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        upload_id: &str,
+    ) -> Result<Option<Vec<super::ListedPart>>, WestError> {
+        self.ops
+            .list_parts(bucket, &key.object_key(false), upload_id)
+            .await
+    }
+
     async fn abort_uploads(&self, bucket: &str, key: &WestKey) -> Result<usize, WestError> {
         let obj = key.object_key(false);
         let ids = self.ops.uploads_of(bucket, &obj).await?;

@@ -314,6 +314,17 @@ impl<S: WestStore + ?Sized> WestStore for FaultyWest<S> {
         self.after(lose, "finish_upload", r)
     }
 
+    async fn list_parts(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        upload_id: &str,
+    ) -> Result<Option<Vec<super::ListedPart>>, WestError> {
+        let lose = self.before("list_parts", &[&key.key]).await?;
+        let r = self.inner.list_parts(bucket, key, upload_id).await;
+        self.after(lose, "list_parts", r)
+    }
+
     async fn abort_uploads(&self, bucket: &str, key: &WestKey) -> Result<usize, WestError> {
         let lose = self.before("abort_uploads", &[&key.key]).await?;
         let r = self.inner.abort_uploads(bucket, key).await;

@@ -248,6 +248,10 @@ pub fn unescape_key(key: &str) -> Option<Vec<u8>> {
         }
         out.extend_from_slice(&unescape_component(component)?);
     }
+    // A lone `%2F` would decode to the empty path, whose key is "" (found by fuzzing).
+    if out.is_empty() {
+        return None;
+    }
     Some(out)
 }
 
@@ -416,8 +420,10 @@ mod tests {
             ".gpair-long/zz", // long key without a recorded path
             "./a",
             "a/.gpair-long/x",
+            "%2F", // the empty path's key is "" (fuzz/west_keys found this one)
         ] {
             assert_eq!(full_path_of(key, None), None, "{key:?}");
+            assert_eq!(unescape_key(key), None, "{key:?}");
         }
         // A recorded path that does not hash to the key.
         let k = west_key("", &[b'y'; 300]);

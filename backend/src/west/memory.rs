@@ -302,6 +302,28 @@ impl super::data::DataOps for MemoryOps {
         Ok(())
     }
 
+    async fn list_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<Vec<super::ListedPart>>, WestError> {
+        let uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(uploads
+            .get(upload_id)
+            .filter(|u| u.bucket == bucket && u.key == key)
+            .map(|u| {
+                u.parts
+                    .iter()
+                    .map(|(n, data)| super::ListedPart {
+                        number: *n,
+                        size: data.len() as u64,
+                        etag: format!("{:08x}", crc32c::crc32c(data)),
+                    })
+                    .collect()
+            }))
+    }
+
     async fn uploads_of(&self, bucket: &str, key: &str) -> Result<Vec<String>, WestError> {
         Ok(self
             .uploads

@@ -16,6 +16,7 @@ pub mod fault;
 pub mod gateway;
 pub mod keys;
 pub mod memory;
+pub mod observed;
 pub mod s3;
 mod sdk;
 
@@ -69,7 +70,8 @@ pub enum SetAttr {
     RemoteToLocal,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// Connection refused/reset, timeouts, 5xx, SlowDown, unparseable answers: retry later.
     Transient,
@@ -107,9 +109,38 @@ impl WestError {
             message: message.into(),
         }
     }
+    /// Retrying will not help: fail the item with this reason.
     pub fn is_permanent(&self) -> bool {
         self.kind != ErrorKind::Transient
     }
+
+    /// West is unreachable or misbehaving: pause the gpeer's work and retry later.
+    pub fn is_transient(&self) -> bool {
+        self.kind == ErrorKind::Transient
+    }
+
+    /// `"transient"`, `"permanent"` or `"owned_data"`, as the CLI shows it.
+    pub fn class(&self) -> &'static str {
+        self.kind.as_str()
+    }
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Transient => "transient",
+            ErrorKind::Permanent => "permanent",
+            ErrorKind::OwnedData => "owned_data",
+        }
+    }
+}
+
+/// One part of a multipart upload in progress, as west lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedPart {
+    pub number: i32,
+    pub size: u64,
+    pub etag: String,
 }
 
 /// Which step of [`WestStore::check`] failed.
@@ -258,6 +289,19 @@ pub trait WestStore: Send + Sync + 'static {
         upload_id: &str,
         parts: &[(i32, String)],
     ) -> Result<String, WestError>;
+
+    /// The parts west holds for a multipart upload in progress (ListParts), in part order;
+    /// `None` when west does not know the upload (completed, aborted, or never started): the
+    /// caller starts afresh. A store that cannot list parts answers `None`.
+    async fn list_parts(
+        &self,
+        bucket: &str,
+        key: &WestKey,
+        upload_id: &str,
+    ) -> Result<Option<Vec<ListedPart>>, WestError> {
+        let _ = (bucket, key, upload_id);
+        Ok(None)
+    }
 
     /// Aborts every multipart upload in progress for the key; returns how many.
     async fn abort_uploads(&self, bucket: &str, key: &WestKey) -> Result<usize, WestError>;

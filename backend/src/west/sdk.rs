@@ -26,10 +26,30 @@ use super::{CheckFailure, CheckStage, GpeerConn, WestError};
 
 /// Bound on DNS resolution and on establishing a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Bound on one whole operation (request, answer and body).
+/// Bound on one whole operation (request, answer and body). A gateway that accepts connections
+/// and never answers fails every call after this long, so the gpeer counts as down and the
+/// worker slot is freed.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on one server-side copy (CopyObject, UploadPartCopy), which moves data.
 pub const COPY_TIMEOUT: Duration = Duration::from_secs(600);
+/// Bound on one data transfer (a part, a ranged GET): generous, data moves, but finite.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(300);
+/// Bound on the wait for the first byte of an answer once the request is sent: a server that
+/// accepted the request and stays silent is down, whatever the operation's own bound.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Test and operator override of every bound above, in milliseconds
+/// (`GPAIR_WEST_TIMEOUT_MS`): the fault suite shortens them so a hanging gateway is detected
+/// in seconds. Read once per client, so a rebuilt client picks up a change.
+pub const TIMEOUT_ENV: &str = "GPAIR_WEST_TIMEOUT_MS";
+
+pub(super) fn bound(default: Duration) -> Duration {
+    std::env::var(TIMEOUT_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&ms| ms > 0)
+        .map_or(default, Duration::from_millis)
+}
 
 /// A classified SDK failure.
 #[derive(Debug, Clone)]
@@ -55,28 +75,76 @@ impl From<Failure> for WestError {
     }
 }
 
-/// Whether an S3 error answer is worth retrying.
+/// S3 error codes that mean "retrying will not help", whatever the HTTP status says.
+const PERMANENT_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccountProblem",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "NoSuchBucket",
+    "NoSuchKey",
+    "NoSuchUpload",
+    "InvalidBucketName",
+    "BadDigest",
+    "InvalidDigest",
+    "XAmzContentChecksumMismatch",
+    "InvalidPart",
+    "InvalidPartOrder",
+    "EntityTooLarge",
+    "EntityTooSmall",
+    "KeyTooLongError",
+    "MethodNotAllowed",
+    "NotImplemented",
+    "InvalidArgument",
+    "InvalidRequest",
+    "InvalidRange",
+    "PreconditionFailed",
+    "QuotaExceeded",
+    "BucketAlreadyExists",
+    "BucketAlreadyOwnedByYou",
+    "BucketNotEmpty",
+];
+
+/// S3 error codes that mean "try again later".
+const TRANSIENT_CODES: &[&str] = &[
+    "SlowDown",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+    "Throttling",
+    "ThrottlingException",
+    "RequestThrottled",
+    "TooManyRequests",
+    "RequestTimeTooSkewed",
+    "OperationAborted",
+];
+
+/// HTTP statuses with a definite meaning that retrying will not change: client errors a
+/// working S3 endpoint answers (credentials, missing bucket or key, bad request, conflict,
+/// precondition, range) and redirects to another region. Every other status, and in particular
+/// statuses no S3 server sends (a half-dead gateway or something else on the port answering
+/// 418, 299, 520…), is transient.
+const PERMANENT_STATUSES: &[u16] = &[
+    301, 307, 400, 401, 403, 404, 405, 409, 411, 412, 413, 414, 416, 501,
+];
+
+/// Whether an S3 error answer is worth retrying: by S3 error code first, then by HTTP status.
+/// An answer we could not read at all (`None`) is transient.
 pub fn transient_status(status: Option<u16>, code: Option<&str>) -> bool {
-    let transient_code = matches!(
-        code,
-        Some(
-            "SlowDown"
-                | "RequestTimeout"
-                | "InternalError"
-                | "ServiceUnavailable"
-                | "Throttling"
-                | "ThrottlingException"
-                | "RequestTimeTooSkewed"
-                | "OperationAborted"
-        )
-    );
-    transient_code
-        || match status {
-            // An error inside a 2xx answer (S3 does that for copies): odd, retry.
-            Some(s) => s >= 500 || s == 429 || s == 408 || (200..300).contains(&s),
-            // An error without an HTTP answer we could read.
-            None => true,
+    if let Some(c) = code {
+        if TRANSIENT_CODES.contains(&c) {
+            return true;
         }
+        if PERMANENT_CODES.contains(&c) {
+            return false;
+        }
+    }
+    match status {
+        // An error inside a 2xx answer (S3 does that for copies): odd, retry.
+        Some(s) => !PERMANENT_STATUSES.contains(&s),
+        None => true,
+    }
 }
 
 /// Classifies an SDK error (see [`super::ErrorKind`]): no answer, timeouts, 5xx, throttling
@@ -240,6 +308,10 @@ pub struct Sdk {
 
 impl Sdk {
     pub fn new(conn: &GpeerConn) -> Self {
+        Self::with_timeouts(conn, Self::timeouts(OPERATION_TIMEOUT))
+    }
+
+    fn with_timeouts(conn: &GpeerConn, timeouts: TimeoutConfig) -> Self {
         let region = if conn.region.trim().is_empty() {
             "us-east-1".to_owned()
         } else {
@@ -255,7 +327,7 @@ impl Sdk {
             .credentials_provider(creds)
             .force_path_style(true)
             .retry_config(RetryConfig::disabled())
-            .timeout_config(Self::timeouts(OPERATION_TIMEOUT))
+            .timeout_config(timeouts)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .build();
@@ -266,16 +338,24 @@ impl Sdk {
         }
     }
 
+    /// Connect, first-byte and whole-operation bounds (every one finite: a silent peer never
+    /// holds a worker forever).
     pub fn timeouts(operation: Duration) -> TimeoutConfig {
         TimeoutConfig::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .operation_timeout(operation)
+            .connect_timeout(bound(CONNECT_TIMEOUT).min(CONNECT_TIMEOUT))
+            .read_timeout(bound(READ_TIMEOUT))
+            .operation_timeout(bound(operation))
             .build()
     }
 
     /// A config override for calls that copy data.
     pub fn copy_override() -> aws_sdk_s3::config::Builder {
         aws_sdk_s3::Config::builder().timeout_config(Self::timeouts(COPY_TIMEOUT))
+    }
+
+    /// A config override for calls that move a part's worth of data.
+    pub fn transfer_override() -> aws_sdk_s3::config::Builder {
+        aws_sdk_s3::Config::builder().timeout_config(Self::timeouts(TRANSFER_TIMEOUT))
     }
 
     /// `"PUT bucket/key at http://…"`, for error messages.
@@ -665,5 +745,110 @@ pub async fn copy_metadata<O: ObjectOps + SdkBacked>(
                 from,
             ))),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_by_status_and_code() {
+        // Throttling and server trouble: retry.
+        for (status, code) in [
+            (Some(503), Some("SlowDown")),
+            (Some(503), None),
+            (Some(500), Some("InternalError")),
+            (Some(502), None),
+            (Some(429), None),
+            (Some(408), None),
+            (Some(400), Some("RequestTimeout")),
+            (None, None),
+        ] {
+            assert!(transient_status(status, code), "{status:?} {code:?}");
+        }
+        // Odd statuses from a half-dead gateway or whatever else answers on the port.
+        for s in [200, 204, 299, 302, 418, 420, 451, 499, 520, 599, 999] {
+            assert!(transient_status(Some(s), None), "HTTP {s}");
+        }
+        // Definite answers: retrying will not help.
+        for (status, code) in [
+            (Some(403), None),
+            (Some(403), Some("AccessDenied")),
+            (Some(404), Some("NoSuchBucket")),
+            (Some(404), None),
+            (Some(400), Some("BadDigest")),
+            (Some(400), Some("XAmzContentChecksumMismatch")),
+            (Some(400), None),
+            (Some(409), Some("BucketNotEmpty")),
+            (Some(501), None),
+        ] {
+            assert!(!transient_status(status, code), "{status:?} {code:?}");
+        }
+        // The code wins over a status that says otherwise.
+        assert!(transient_status(Some(403), Some("RequestTimeTooSkewed")));
+        assert!(!transient_status(Some(503), Some("NoSuchBucket")));
+    }
+
+    #[test]
+    fn every_bound_is_set() {
+        let t = Sdk::timeouts(OPERATION_TIMEOUT);
+        assert!(t.connect_timeout().is_some());
+        assert!(t.read_timeout().is_some());
+        assert!(t.operation_timeout().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_transient() {
+        // A port nobody listens on: bind, learn the port, close.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let sdk = Sdk::new(&GpeerConn {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            access_key: "AK".into(),
+            secret_key: "SK".into(),
+            region: String::new(),
+            dialect: super::super::Dialect::Gateway,
+        });
+        let err = sdk.head("b", "k", None).await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_is_transient_within_the_bound() {
+        // Accepts and never answers.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                held.push(s);
+            }
+        });
+        let conn = GpeerConn {
+            endpoint: format!("http://{addr}"),
+            access_key: "AK".into(),
+            secret_key: "SK".into(),
+            region: String::new(),
+            dialect: super::super::Dialect::Gateway,
+        };
+        let bound = Duration::from_secs(2);
+        let sdk = Sdk::with_timeouts(
+            &conn,
+            TimeoutConfig::builder()
+                .connect_timeout(bound)
+                .read_timeout(bound)
+                .operation_timeout(bound)
+                .build(),
+        );
+        // The bound, not a hang: the call comes back on its own.
+        let r = tokio::time::timeout(Duration::from_secs(60), sdk.head("b", "k", None))
+            .await
+            .expect("a silent server must not hold the call past its bound");
+        let err = r.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        hold.abort();
     }
 }

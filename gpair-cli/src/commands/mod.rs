@@ -4,6 +4,8 @@
 //!
 //! A new command group adds a module here and an arm to [`execute`].
 
+mod caps;
+mod fsck;
 mod gpair;
 mod gpeer;
 mod job;
@@ -72,12 +74,20 @@ pub async fn execute(cmd: Command, ctx: &Context) -> Result<Outcome, CliError> {
         Command::Sync(c) => sync::execute(c, ctx).await.map(Outcome::from),
         Command::Status => status::status(ctx).await.map(Outcome::from),
         Command::Migrate(args) => tier::start(tier::Direction::Migrate, args, ctx).await,
-        Command::Recall(args) => tier::start(tier::Direction::Recall, args, ctx).await,
+        Command::Recall(args) => tier::recall(args, ctx).await,
         Command::State { paths } => tier::state(&paths, ctx).await.map(Outcome::from),
         Command::Job(c) => job::execute(c, ctx).await,
         Command::Quota(c) => quota::execute(c, ctx).await.map(Outcome::from),
+        Command::Caps(c) => caps::caps(c, ctx).await.map(Outcome::from),
+        Command::Session(c) => caps::session(c, ctx).await.map(Outcome::from),
         Command::Policy(c) => policy::execute(c, ctx).await.map(Outcome::from),
         Command::Explain { paths } => policy::explain(&paths, ctx).await.map(Outcome::from),
+        Command::Fsck {
+            name,
+            repair,
+            rebuild,
+            verify_data,
+        } => fsck::fsck(name, repair, rebuild, verify_data, ctx).await,
         Command::Pin { paths } => policy::pin(&paths, false, ctx).await.map(Outcome::from),
         Command::Unpin { paths } => policy::pin(&paths, true, ctx).await.map(Outcome::from),
     }

@@ -93,6 +93,8 @@ pub fn set_policy_request(args: &PolicySetArgs) -> Result<pb::SetPolicyRequest, 
             high_percent: args.high,
             low_percent: args.low,
             east_soft_limit: size("--east-soft-limit", &args.east_soft_limit)?,
+            max_files_per_sec: args.max_files_per_sec,
+            max_bytes_per_sec: size("--max-bytes-per-sec", &args.max_bytes_per_sec)?,
         }),
         clear: false,
     })
@@ -147,6 +149,8 @@ mod tests {
             high: None,
             low: None,
             east_soft_limit: None,
+            max_files_per_sec: Some(20),
+            max_bytes_per_sec: Some("50M".into()),
         }
     }
 
@@ -155,6 +159,8 @@ mod tests {
         let req = set_policy_request(&args()).unwrap_or_else(|e| panic!("{e}"));
         let r = req.rules.unwrap_or_default();
         assert_eq!(r.idle_secs, Some(30 * DAY));
+        assert_eq!(r.max_files_per_sec, Some(20));
+        assert_eq!(r.max_bytes_per_sec, Some(50 << 20));
         assert_eq!(r.min_size, Some(4096));
         assert_eq!(r.min_age_secs, None, "the backend's default");
         assert_eq!(r.exclude, vec!["*.db".to_string()]);

@@ -7,7 +7,7 @@ use std::path::Path;
 use gpair_proto::pb;
 
 use super::{job, Context, Outcome};
-use crate::cli::TierArgs;
+use crate::cli::{RecallArgs, TierArgs};
 use crate::error::CliError;
 use crate::format::Rendered;
 use crate::validate;
@@ -40,6 +40,86 @@ pub(super) async fn start(
     }
 }
 
+/// `gpair recall`: an interactive job, or with `--prefetch-list` background work.
+pub(super) async fn recall(args: RecallArgs, ctx: &Context) -> Result<Outcome, CliError> {
+    let Some(list) = &args.prefetch_list else {
+        let tier = TierArgs {
+            paths: args.paths,
+            recursive: args.recursive,
+            wait: args.wait,
+        };
+        return start(Direction::Recall, tier, ctx).await;
+    };
+    let mut paths = validate::east_paths(&args.paths, &ctx.cwd)?;
+    paths.extend(validate::east_paths(&read_list(list)?, &ctx.cwd)?);
+    if paths.is_empty() {
+        return Err(CliError::usage(
+            "--prefetch-list",
+            format!("{} lists no paths", list.display()),
+        ));
+    }
+    let mut client = ctx.backend.connect().await?;
+    // One job per PREFETCH_CHUNK paths (the backend's limit per request).
+    let mut jobs = Vec::new();
+    for chunk in paths.chunks(PREFETCH_CHUNK) {
+        let req = pb::MigrateRequest {
+            paths: chunk.to_vec(),
+            recursive: args.recursive,
+            background: true,
+        };
+        jobs.push(client.recall(req).await?);
+    }
+    if args.wait {
+        let mut last = None;
+        for j in &jobs {
+            last = Some(job::wait(&mut client, j.id).await?);
+        }
+        return last.ok_or_else(|| CliError::usage("--prefetch-list", "no job was started"));
+    }
+    Ok(view::job::queued_all(&jobs).into())
+}
+
+/// Paths per prefetch job.
+const PREFETCH_CHUNK: usize = 100_000;
+
+/// The paths of a prefetch list: one per line, raw bytes; blank lines and `#` comments
+/// skipped; `-` is standard input.
+fn read_list(list: &Path) -> Result<Vec<std::path::PathBuf>, CliError> {
+    use std::io::Read;
+    use std::os::unix::ffi::OsStrExt;
+    let mut bytes = Vec::new();
+    let read = if list.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut bytes).map(|_| ())
+    } else {
+        std::fs::File::open(list).and_then(|mut f| f.read_to_end(&mut bytes).map(|_| ()))
+    };
+    read.map_err(|e| {
+        CliError::usage(
+            "--prefetch-list",
+            format!("cannot read {}: {e}", list.display()),
+        )
+    })?;
+    let mut out = Vec::new();
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() || line.starts_with(b"#") {
+            continue;
+        }
+        if line.contains(&0) {
+            return Err(CliError::usage(
+                "--prefetch-list",
+                format!(
+                    "{} line {}: a path cannot hold a NUL byte",
+                    list.display(),
+                    i + 1
+                ),
+            ));
+        }
+        out.push(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(line)));
+    }
+    Ok(out)
+}
+
 pub(super) async fn state(paths: &[OsString], ctx: &Context) -> Result<Rendered, CliError> {
     let paths = validate::east_paths(paths, &ctx.cwd)?;
     let resp = ctx
@@ -56,6 +136,7 @@ pub fn migrate_request(args: &TierArgs, cwd: &Path) -> Result<pb::MigrateRequest
     Ok(pb::MigrateRequest {
         paths: validate::east_paths(&args.paths, cwd)?,
         recursive: args.recursive,
+        background: false,
     })
 }
 
@@ -85,8 +166,33 @@ mod tests {
                     b"/home/op/../n\xffme".to_vec(),
                 ],
                 recursive: true,
+                background: false,
             }
         );
+    }
+
+    #[test]
+    fn prefetch_lists_skip_blanks_and_comments_and_refuse_nul() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let list = dir.path().join("list");
+        std::fs::write(&list, b"# warm these\n/a/b\n\nrel/c\r\n/d e \n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let got = read_list(&list).unwrap_or_else(|e| panic!("{e}"));
+        let want: Vec<std::path::PathBuf> = vec!["/a/b".into(), "rel/c".into(), "/d e ".into()];
+        assert_eq!(got, want);
+        std::fs::write(&list, b"/a\n/b\0c\n").unwrap_or_else(|e| panic!("{e}"));
+        let e = read_list(&list).err().map(|e| e.to_string());
+        assert_eq!(
+            e,
+            Some(format!(
+                "--prefetch-list: {} line 2: a path cannot hold a NUL byte",
+                list.display()
+            ))
+        );
+        let e = read_list(&dir.path().join("missing"))
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("cannot read")), "missing list");
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub fn gpeer_json(g: &pb::Gpeer) -> Value {
         "health": g.health.as_ref().map(health_json),
         "created_at_ms": g.created_at_ms,
         "gpairs": g.gpairs,
+        "queued": {
+            "outbox": g.outbox_pending,
+            "migration_files": g.migration_pending,
+        },
     })
 }
 
@@ -30,6 +34,8 @@ pub fn health_json(h: &pb::Health) -> Value {
         "last_error_at_ms": h.last_error_at_ms,
         "next_retry_at_ms": h.next_retry_at_ms,
         "last_success_at_ms": h.last_success_at_ms,
+        "since_ms": h.since_ms,
+        "last_error_class": h.last_error_class,
     })
 }
 
@@ -82,9 +88,15 @@ fn details(g: &pb::Gpeer) -> String {
         ("health", health_word(g)),
     ];
     if let Some(h) = &g.health {
+        let last_error = if h.last_error.is_empty() || h.last_error_class.is_empty() {
+            format::or_dash(&h.last_error)
+        } else {
+            format!("[{}] {}", h.last_error_class, h.last_error)
+        };
         lines.extend([
+            ("since", format::timestamp_or(h.since_ms, "-")),
             ("consecutive failures", h.consecutive_failures.to_string()),
-            ("last error", format::or_dash(&h.last_error)),
+            ("last error", last_error),
             ("last error at", format::timestamp(h.last_error_at_ms)),
             (
                 "next retry at",
@@ -93,6 +105,13 @@ fn details(g: &pb::Gpeer) -> String {
             ("last success at", format::timestamp(h.last_success_at_ms)),
         ]);
     }
+    lines.extend([
+        ("queued outbox", g.outbox_pending.to_string()),
+        (
+            "queued migration",
+            format!("{} file(s)", g.migration_pending),
+        ),
+    ]);
     kv(&lines)
 }
 
@@ -165,9 +184,13 @@ pub(crate) mod tests {
                 last_error_at_ms: 1_714_564_800_000,
                 next_retry_at_ms: 1_714_564_830_000,
                 last_success_at_ms: 1_714_564_000_000,
+                since_ms: 1_714_564_790_000,
+                last_error_class: "transient".into(),
             }),
             created_at_ms: 1_714_000_000_000,
             gpairs: 2,
+            outbox_pending: 12,
+            migration_pending: 3,
         }
     }
 
@@ -194,6 +217,23 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn down_shows_in_list_and_show() {
+        let mut g = west1();
+        if let Some(h) = g.health.as_mut() {
+            h.state = pb::HealthState::Down as i32;
+        }
+        assert!(list(&[g.clone()]).human.contains("  down  "));
+        let r = show(&g);
+        assert!(
+            r.human.contains("\nhealth:               down\n"),
+            "{}",
+            r.human
+        );
+        assert_eq!(r.json["health"]["state"], "down");
+        assert_eq!(r.json["queued"]["outbox"], 12);
+    }
+
+    #[test]
     fn empty_list() {
         let r = list(&[]);
         assert!(r.human.starts_with("no gpeers"));
@@ -214,11 +254,14 @@ pub(crate) mod tests {
              gpairs:               2\n\
              created:              2024-04-24T23:06:40Z\n\
              health:               retrying\n\
+             since:                2024-05-01T11:59:50Z\n\
              consecutive failures: 3\n\
-             last error:           connect: connection refused\n\
+             last error:           [transient] connect: connection refused\n\
              last error at:        2024-05-01T12:00:00Z\n\
              next retry at:        2024-05-01T12:00:30Z\n\
-             last success at:      2024-05-01T11:46:40Z\n"
+             last success at:      2024-05-01T11:46:40Z\n\
+             queued outbox:        12\n\
+             queued migration:     3 file(s)\n"
         );
     }
 
@@ -240,9 +283,12 @@ pub(crate) mod tests {
                     "last_error_at_ms": 1_714_564_800_000_i64,
                     "next_retry_at_ms": 1_714_564_830_000_i64,
                     "last_success_at_ms": 1_714_564_000_000_i64,
+                    "since_ms": 1_714_564_790_000_i64,
+                    "last_error_class": "transient",
                 },
                 "created_at_ms": 1_714_000_000_000_i64,
                 "gpairs": 2,
+                "queued": {"outbox": 12, "migration_files": 3},
             })
         );
     }

@@ -93,7 +93,18 @@ pub fn job_json(j: &pb::Job) -> Value {
         "files_truncated": j.files_truncated,
         "gpairs": j.gpairs,
         "cancel_requested": j.cancel_requested,
+        "background": j.background,
     })
+}
+
+/// "background" (policy runs, prefetch lists: after interactive work, within rate limits) or
+/// "interactive".
+fn priority(j: &pb::Job) -> &'static str {
+    if j.background {
+        "background"
+    } else {
+        "interactive"
+    }
 }
 
 /// The selection for people: the first paths, `and N more`, `(recursive)`.
@@ -182,6 +193,7 @@ fn details(j: &pb::Job, now_ms: i64) -> String {
     kv(&[
         ("job", j.id.to_string()),
         ("kind", format::job_kind(j.kind)),
+        ("priority", priority(j).into()),
         ("state", state_word(j)),
         ("selection", selection(j)),
         ("gpairs", gpairs(j)),
@@ -243,6 +255,7 @@ pub fn queued(j: &pb::Job) -> Rendered {
     let mut lines = vec![
         ("job", j.id.to_string()),
         ("kind", format::job_kind(j.kind)),
+        ("priority", priority(j).into()),
         ("state", state_word(j)),
         ("selection", selection(j)),
         ("gpairs", gpairs(j)),
@@ -260,6 +273,21 @@ pub fn queued(j: &pb::Job) -> Rendered {
             kv(&lines)
         ),
         json: job_json(j),
+    }
+}
+
+/// Several jobs queued at once (a long prefetch list).
+pub fn queued_all(jobs: &[pb::Job]) -> Rendered {
+    match jobs {
+        [one] => queued(one),
+        _ => Rendered {
+            human: jobs
+                .iter()
+                .map(|j| queued(j).human)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            json: Value::Array(jobs.iter().map(job_json).collect()),
+        },
     }
 }
 
@@ -461,6 +489,7 @@ pub(crate) mod tests {
             files_truncated: true,
             gpairs: vec!["p1".into()],
             cancel_requested: false,
+            background: false,
         }
     }
 
@@ -493,6 +522,7 @@ pub(crate) mod tests {
             r.human,
             "job:         17\n\
              kind:        migrate\n\
+             priority:    interactive\n\
              state:       failed\n\
              selection:   /srv/share/a, /srv/share/b\\xff (recursive)\n\
              gpairs:      p1\n\
@@ -586,7 +616,8 @@ pub(crate) mod tests {
         assert_eq!(j["files_truncated"], true);
         assert_eq!(j["gpairs"], json!(["p1"]));
         assert_eq!(j["cancel_requested"], false);
-        assert_eq!(j.as_object().map(|o| o.len()), Some(25));
+        assert_eq!(j["background"], false);
+        assert_eq!(j.as_object().map(|o| o.len()), Some(26));
     }
 
     #[test]
@@ -611,12 +642,16 @@ pub(crate) mod tests {
             "queued recall job 18 (follow it with `gpair job watch 18`)\n\
              job:       18\n\
              kind:      recall\n\
+             priority:  interactive\n\
              state:     queued\n\
              selection: /srv/share/c\n\
              gpairs:    p1, p2\n\
              created:   2024-05-01T12:00:00Z\n"
         );
         assert_eq!(r.json["id"], 18);
+        j.background = true;
+        assert!(queued(&j).human.contains("\npriority:  background\n"));
+        assert_eq!(queued(&j).json["background"], true);
     }
 
     #[test]

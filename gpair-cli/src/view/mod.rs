@@ -6,6 +6,8 @@
 //! (`\xNN` for bytes that are not UTF-8) and given to scripts as two JSON fields: `path`
 //! (UTF-8, lossy) and `path_b64` (the exact bytes, standard base64).
 
+pub mod caps;
+pub mod fsck;
 pub mod gpair;
 pub mod gpeer;
 pub mod job;

@@ -71,6 +71,22 @@ fn rules_lines(r: &pb::PolicyRules) -> Vec<(&'static str, String)> {
             }),
         ),
         (
+            "rate limit",
+            match (r.max_files_per_sec, r.max_bytes_per_sec) {
+                (None, None) => "-".into(),
+                (f, b) => {
+                    let mut parts = Vec::new();
+                    if let Some(f) = f {
+                        parts.push(format!("{f} files/s"));
+                    }
+                    if let Some(b) = b {
+                        parts.push(format!("{}/s", format::bytes(b)));
+                    }
+                    format!("{} for background work", parts.join(", "))
+                }
+            },
+        ),
+        (
             "min age",
             r.min_age_secs.map_or("-".into(), |s| {
                 format!("modified over {} ago", format::duration_secs(s))
@@ -96,6 +112,8 @@ fn policy_json(p: &pb::Policy) -> Value {
             "high_percent": r.high_percent,
             "low_percent": r.low_percent,
             "east_soft_limit": r.east_soft_limit,
+            "max_files_per_sec": r.max_files_per_sec,
+            "max_bytes_per_sec": r.max_bytes_per_sec,
         })),
     })
 }
@@ -260,6 +278,10 @@ pub fn explanations(list: &[pb::Explanation]) -> Rendered {
             },
         ));
         lines.push(("mount reads", format!("{} in the last hour", e.reads)));
+        lines.push((
+            "last recall",
+            format::timestamp_or(e.last_recall_at_ms, "none since the backend started"),
+        ));
         if !human.is_empty() {
             human.push('\n');
         }
@@ -278,6 +300,7 @@ pub fn explanations(list: &[pb::Explanation]) -> Rendered {
                     "pinned_by": e.pinned_by,
                     "noatime": e.noatime,
                     "reads": e.reads,
+                    "last_recall_at_ms": e.last_recall_at_ms,
                 })
             })
             .collect(),
@@ -333,6 +356,8 @@ mod tests {
                 high_percent: None,
                 low_percent: None,
                 east_soft_limit: None,
+                max_files_per_sec: Some(10),
+                max_bytes_per_sec: None,
             }),
         }
     }
@@ -369,6 +394,7 @@ mod tests {
             pinned_by: String::new(),
             noatime: false,
             reads: 0,
+            last_recall_at_ms: 0,
         };
         let r = explanations(&[e]);
         assert!(

@@ -3,7 +3,7 @@
 use gpair_proto::pb;
 use serde_json::{json, Value};
 
-use crate::format::{self, kv, Rendered};
+use crate::format::{self, kv, Rendered, Table};
 
 /// The status as JSON, proto field names.
 pub fn status_json(s: &pb::StatusResponse) -> Value {
@@ -16,7 +16,47 @@ pub fn status_json(s: &pb::StatusResponse) -> Value {
         "outbox_pending": s.outbox_pending,
         "outbox_failing": s.outbox_failing,
         "catalog_path": s.catalog_path,
+        "scans": s.scans.iter().map(|p| json!({
+            "gpair": p.gpair,
+            "running": p.running,
+            "trigger": p.trigger,
+            "started_at_ms": p.started_at_ms,
+            "finished_at_ms": p.finished_at_ms,
+            "dirs": p.dirs,
+            "files": p.files,
+            "candidates": p.candidates,
+            "candidate_bytes": p.candidate_bytes,
+        })).collect::<Vec<_>>(),
     })
+}
+
+/// The policy scans: running ones with their progress so far, else the last one.
+fn scans(s: &pb::StatusResponse) -> String {
+    if s.scans.is_empty() {
+        return String::new();
+    }
+    let mut t = Table::new(&[
+        "GPAIR",
+        "SCAN",
+        "TRIGGER",
+        "STARTED",
+        "DIRS",
+        "FILES",
+        "CANDIDATES",
+    ])
+    .right_align(&[4, 5, 6]);
+    for p in &s.scans {
+        t.row([
+            p.gpair.clone(),
+            if p.running { "running" } else { "done" }.to_string(),
+            p.trigger.clone(),
+            format::timestamp_or(p.started_at_ms, "-"),
+            p.dirs.to_string(),
+            p.files.to_string(),
+            format!("{} ({})", p.candidates, format::bytes(p.candidate_bytes)),
+        ]);
+    }
+    format!("\npolicy scans:\n{}", t.render())
 }
 
 /// `gpair status`. `socket` is where the CLI reached the backend; it is shown to people only,
@@ -33,7 +73,7 @@ pub fn status(s: &pb::StatusResponse, socket: &str) -> Rendered {
             ("outbox pending", s.outbox_pending.to_string()),
             ("outbox failing", s.outbox_failing.to_string()),
             ("catalog", format::or_dash(&s.catalog_path)),
-        ]),
+        ]) + &scans(s),
         json: status_json(s),
     }
 }
@@ -53,6 +93,7 @@ mod tests {
             outbox_pending: 5,
             outbox_failing: 1,
             catalog_path: "/var/lib/gpair/catalog".into(),
+            scans: vec![],
         };
         let r = status(&s, "/run/gpair/backend.sock");
         assert_eq!(
@@ -69,6 +110,37 @@ mod tests {
         );
         assert_eq!(r.json["uptime_secs"], 3 * 3600 + 25 * 60);
         assert_eq!(r.json["catalog_path"], "/var/lib/gpair/catalog");
-        assert_eq!(r.json.as_object().map(|o| o.len()), Some(8));
+        assert_eq!(r.json.as_object().map(|o| o.len()), Some(9));
+    }
+
+    #[test]
+    fn running_scans_are_listed() {
+        let s = pb::StatusResponse {
+            scans: vec![pb::PolicyScan {
+                gpair: "p1".into(),
+                running: true,
+                started_at_ms: 1_700_000_000_000,
+                finished_at_ms: 0,
+                dirs: 12,
+                files: 3400,
+                candidates: 7,
+                candidate_bytes: 7 << 20,
+                trigger: "periodic".into(),
+            }],
+            ..pb::StatusResponse::default()
+        };
+        let r = status(&s, "sock");
+        assert!(r.human.contains("policy scans:"), "{}", r.human);
+        let row = r
+            .human
+            .lines()
+            .find(|l| l.starts_with("p1"))
+            .unwrap_or_default();
+        assert!(
+            row.contains("running") && row.contains("periodic") && row.contains("3400"),
+            "{row}"
+        );
+        assert_eq!(r.json["scans"][0]["files"], 3400);
+        assert_eq!(r.json["scans"][0]["running"], true);
     }
 }
