@@ -130,6 +130,45 @@ struct EvictedWrite {
     at_ms: i64,
     session: String,
     client: String,
+    mountpoint: PathBuf,
+    /// The writer may still be alive (its lease ran out, and it is not a process of this
+    /// host known to be gone): no offload may release the file until its client is back
+    /// (a session from the same host and mount point) or an administrator lifts the fence
+    /// (`gpair session evict ID` with the evicted session's id).
+    fenced: bool,
+}
+
+/// Whether the mount `client` ("HOST:PID", as mounts name themselves) is known to be gone:
+/// a process of this host that no longer exists. A client of another host is never known
+/// gone (it may be partitioned, still writing to a cluster filesystem).
+fn client_gone(client: &str) -> bool {
+    let Some((host, pid)) = client.rsplit_once(':') else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    let here = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    host == here.trim() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Why a fenced file is deferred, and how to lift the fence.
+fn fence_text(e: &EvictedWrite) -> String {
+    format!(
+        "deferred: its writer (session {} on client {}, mount point {}) was evicted {} s ago \
+         and has not come back: it may still be writing. If that client is gone, lift the \
+         fence with `gpair session evict {}`",
+        e.session,
+        e.client,
+        e.mountpoint.display(),
+        (now_ms() - e.at_ms).max(0) / 1000,
+        e.session
+    )
+}
+
+/// The host part of a client name.
+fn client_host(client: &str) -> &str {
+    client.rsplit_once(':').map_or(client, |(h, _)| h)
 }
 
 #[derive(Default)]
@@ -448,6 +487,26 @@ impl Sessions {
             last_heartbeat_ms: now,
             state: SessionState::Active,
         };
+        // The same mount back (a new session from its host and mount point): the writes of
+        // its evicted sessions are accounted for now (it reclaims the files it still has
+        // open), so their fences go.
+        let mut lifted = 0;
+        for e in st.evicted_writes.values_mut() {
+            if e.fenced
+                && e.mountpoint == s.mountpoint
+                && client_host(&e.client) == client_host(&s.client)
+            {
+                e.fenced = false;
+                lifted += 1;
+            }
+        }
+        if lifted > 0 {
+            tracing::info!(
+                client = s.client,
+                files = lifted,
+                "an evicted mount is back; its write fences are lifted"
+            );
+        }
         st.sessions.insert(id, s.clone());
         // The catalog write is made outside the table's lock (a slow disk must not hold up
         // every other session call).
@@ -542,6 +601,48 @@ impl Sessions {
     /// Evicts the session `id` (an admin's `gpair session evict`, an expired lease, or the
     /// end of the reconnect window): returns it and the number of write caps dropped.
     pub fn evict(&self, id: &str, why: &str, now: i64) -> Option<(Session, usize)> {
+        self.evict_as(id, why, now, false)
+    }
+
+    /// [`Sessions::evict`] by an administrator: the client is taken to be gone, its files
+    /// are not fenced.
+    pub fn evict_by_admin(&self, id: &str, now: i64) -> Option<(Session, usize)> {
+        self.evict_as(id, "evicted by an administrator", now, true)
+    }
+
+    /// Lifts the fences left by the eviction of session `id` (the administrator says its
+    /// client is gone); how many files were fenced.
+    pub fn lift_fences(&self, id: &str) -> usize {
+        let mut st = self.state();
+        let mut n = 0;
+        for e in st.evicted_writes.values_mut() {
+            if e.session == id && e.fenced {
+                e.fenced = false;
+                n += 1;
+            }
+        }
+        drop(st);
+        if n > 0 {
+            tracing::warn!(
+                session = id,
+                files = n,
+                "write fences of an evicted session lifted by an administrator"
+            );
+            self.changed.notify_waiters();
+        }
+        n
+    }
+
+    /// Why `file` must not be released: a writer of it was evicted but may still be alive.
+    pub fn fenced(&self, file: &FileId) -> Option<String> {
+        let st = self.state();
+        st.evicted_writes
+            .get(file)
+            .filter(|e| e.fenced)
+            .map(fence_text)
+    }
+
+    fn evict_as(&self, id: &str, why: &str, now: i64, by_admin: bool) -> Option<(Session, usize)> {
         let mut st = self.state();
         let s = st.sessions.remove(id)?;
         let dropped = st.caps.evict(id);
@@ -555,6 +656,9 @@ impl Sessions {
             st.evicted_writes
                 .retain(|_, e| now - e.at_ms < EVICTED_WRITES_KEPT_MS);
         }
+        // An administrator's eviction says the client is gone; an expired lease says only
+        // that it went quiet.
+        let fenced = !by_admin && !writes.is_empty() && !client_gone(&s.client);
         for (file, _) in &writes {
             if st.evicted_writes.len() >= MAX_EVICTED_WRITES {
                 break;
@@ -565,6 +669,8 @@ impl Sessions {
                     at_ms: now,
                     session: s.id.clone(),
                     client: s.client.clone(),
+                    mountpoint: s.mountpoint.clone(),
+                    fenced,
                 },
             );
         }
@@ -821,6 +927,9 @@ impl Sessions {
                 .values()
                 .filter(|s| s.state == SessionState::Reclaiming)
                 .count();
+            if let Some(e) = st.evicted_writes.get(file).filter(|e| e.fenced) {
+                return Err(Deferred(fence_text(e)));
+            }
             if now < st.window_ends_ms && waiting > 0 {
                 return Err(Deferred(format!(
                     "deferred: the backend restarted and {waiting} mount session(s) have {}s \
@@ -1276,18 +1385,25 @@ pub mod rpc {
             ));
         }
         let lease_ms = u64::try_from(sessions.config().lease.as_millis()).unwrap_or(u64::MAX);
-        let (s, dropped) = sessions
-            .evict(&r.id, "evicted by an administrator", now_ms())
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "no mount session {:?} (see `gpair session ls`)",
-                    r.id
-                ))
-            })?;
-        Ok(pb::EvictSessionResponse {
-            session: Some(session_pb(&s, 0, lease_ms)),
-            caps_dropped: u32::try_from(dropped).unwrap_or(u32::MAX),
-        })
+        if let Some((s, dropped)) = sessions.evict_by_admin(&r.id, now_ms()) {
+            return Ok(pb::EvictSessionResponse {
+                session: Some(session_pb(&s, 0, lease_ms)),
+                caps_dropped: u32::try_from(dropped).unwrap_or(u32::MAX),
+                fences_cleared: 0,
+            });
+        }
+        // An evicted session whose files are fenced: the administrator says it is gone.
+        match sessions.lift_fences(&r.id) {
+            0 => Err(Status::not_found(format!(
+                "no mount session {:?}, and no evicted session of that id fences files (see `gpair session ls`)",
+                r.id
+            ))),
+            n => Ok(pb::EvictSessionResponse {
+                session: None,
+                caps_dropped: 0,
+                fences_cleared: u32::try_from(n).unwrap_or(u32::MAX),
+            }),
+        }
     }
 }
 
@@ -1438,6 +1554,84 @@ mod tests {
             .evicted_writer_since(&file(1), t0 + ms(s.config.lease) + 2)
             .is_none());
         assert!(!s.heartbeat(&a.id, t0).known);
+    }
+
+    /// A writer evicted for going quiet may be alive (partitioned): its file is fenced until
+    /// its mount is back or an administrator lifts the fence. One of this host known to be
+    /// gone, or one an administrator evicted, fences nothing.
+    #[tokio::test]
+    async fn evicted_live_writers_fence_their_files_until_they_are_back() {
+        let s = Arc::new(Sessions::in_memory(config()));
+        let t0 = now_ms();
+        let take = |id: String, ino: u64| {
+            let s = Arc::clone(&s);
+            async move {
+                s.take(&id, &file(ino), Path::new("/s/x"), CapKind::Write)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        };
+        let try_exclusive = |ino: u64| {
+            let s = Arc::clone(&s);
+            async move {
+                s.exclusive(
+                    &file(ino),
+                    Path::new("/s/x"),
+                    "offload",
+                    &CancellationToken::new(),
+                )
+                .await
+                .map(|_| ())
+            }
+        };
+        // Another host (maybe partitioned), this host's live process, this host's gone one.
+        let here = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let far = s
+            .open("far-host:7".into(), "/s".into(), "/m1".into(), t0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let alive = format!("{}:{}", here.trim(), std::process::id());
+        let near = s
+            .open(alive, "/s".into(), "/m2".into(), t0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let gone = format!("{}:{}", here.trim(), u32::MAX - 1);
+        let dead = s
+            .open(gone, "/s".into(), "/m3".into(), t0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        take(far.id.clone(), 1).await;
+        take(near.id.clone(), 2).await;
+        take(dead.id.clone(), 3).await;
+        s.expire(t0 + ms(s.config.lease) + 1);
+        assert!(s.list(t0).is_empty());
+        for ino in [1, 2] {
+            let got = try_exclusive(ino).await;
+            assert!(
+                matches!(&got, Err(Deferred(why)) if why.contains("may still be writing")),
+                "{got:?}"
+            );
+            assert!(s.fenced(&file(ino)).is_some());
+        }
+        assert!(
+            try_exclusive(3).await.is_ok(),
+            "a writer known gone fences nothing"
+        );
+        // The administrator lifts the far one's fence.
+        assert_eq!(s.lift_fences(&far.id), 1);
+        assert_eq!(s.lift_fences(&far.id), 0);
+        assert!(try_exclusive(1).await.is_ok());
+        // The near mount comes back (same host, same mount point, a new session).
+        let back = format!("{}:{}", here.trim(), std::process::id());
+        s.open(back, "/s".into(), "/m2".into(), now_ms())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.fenced(&file(2)).is_none());
+        assert!(try_exclusive(2).await.is_ok());
+        // An administrator's eviction fences nothing.
+        let t1 = now_ms();
+        let other = s
+            .open("far-host:8".into(), "/s".into(), "/m4".into(), t1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        take(other.id.clone(), 4).await;
+        assert!(s.evict_by_admin(&other.id, t1).is_some());
+        assert!(s.fenced(&file(4)).is_none());
     }
 
     #[test]

@@ -104,6 +104,9 @@ impl Tiering {
                 gpair: rec.name.clone(),
                 ino: md.ino(),
             };
+            if let Some(why) = sessions.fenced(&id) {
+                return Ok(FileResult::new(Outcome::Skipped, why));
+            }
             if sessions.has_writers(&id) {
                 let why = format!("offload (job {})", rt.id());
                 match sessions.exclusive(&id, path, &why, &rt.cancel).await {

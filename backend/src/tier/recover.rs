@@ -108,7 +108,12 @@ impl Tiering {
         match self.inspect(path) {
             Inspect::Stub(f, s) => {
                 let now = f.metadata().ok().map(|m| DataVersion::of(&m));
-                if now.is_some_and(|dv| s.offloaded.same_data(&dv)) {
+                // A crash between the punch and the mtime it puts back leaves the punch's own
+                // mtime: the size is the same and not a byte of data is left (a write since
+                // would have allocated some), so the release just needs finishing.
+                let punched = now.is_some_and(|dv| dv.size == s.offloaded.size)
+                    && stub::all_holes(&f) == Some(true);
+                if now.is_some_and(|dv| s.offloaded.same_data(&dv)) || punched {
                     // Stub record durable (written only after west was verified as owner):
                     // finish the release.
                     let released = stub::punch(&f, s.size)

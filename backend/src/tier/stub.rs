@@ -292,6 +292,21 @@ pub fn punch(file: &File, len: u64) -> io::Result<()> {
 }
 
 /// Sets the modification time (the access time is left alone).
+/// Whether `file` holds no data at all (every byte a hole): `SEEK_DATA` from 0 finds none.
+/// `None` where the filesystem cannot tell.
+pub fn all_holes(file: &File) -> Option<bool> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: `file` is an open descriptor for the whole call; lseek moves only its offset.
+    let r = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_DATA) };
+    if r >= 0 {
+        return Some(false);
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::ENXIO) => Some(true),
+        _ => None,
+    }
+}
+
 pub fn set_mtime(file: &File, mtime_ns: i64) -> io::Result<()> {
     let times = [
         libc::timespec {
@@ -452,6 +467,22 @@ mod tests {
         };
         let err = read_path(&path, "user.gpair").unwrap_err().to_string();
         assert!(err.contains("corrupt") && err.contains("/f"), "{err}");
+    }
+
+    #[test]
+    fn a_punched_file_is_all_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; 64 << 10]).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        assert_eq!(all_holes(&f), Some(false));
+        punch(&f, 64 << 10).unwrap();
+        assert_eq!(all_holes(&f), Some(true));
+        assert_eq!(f.metadata().unwrap().len(), 64 << 10);
     }
 
     #[test]

@@ -118,7 +118,15 @@ pub fn sessions(r: &pb::ListSessionsResponse) -> Rendered {
 
 /// `gpair session evict ID`: what was evicted and how many write caps went with it.
 pub fn evicted(r: &pb::EvictSessionResponse) -> Rendered {
-    let s = r.session.clone().unwrap_or_default();
+    let Some(s) = r.session.clone() else {
+        return Rendered {
+            human: format!(
+                "lifted the write fences of an evicted session: {} file(s) may be offloaded again\n",
+                r.fences_cleared
+            ),
+            json: json!({ "session": null, "caps_dropped": 0, "fences_cleared": r.fences_cleared }),
+        };
+    };
     Rendered {
         human: format!(
             "evicted session {} (client {}, mount point {}); {} write cap(s) dropped, their files marked dirty\n",
@@ -130,6 +138,7 @@ pub fn evicted(r: &pb::EvictSessionResponse) -> Rendered {
         json: json!({
             "session": session_json(&s),
             "caps_dropped": r.caps_dropped,
+            "fences_cleared": r.fences_cleared,
         }),
     }
 }
