@@ -958,9 +958,31 @@ impl S3 for Gateway {
         let key2 = key.clone();
         let range = input.range;
         let (found, first, file, served) = blocking(move || {
-            let found = store
-                .lookup(&bucket, &key2)?
-                .ok_or_else(|| Error::NoSuchKey(key2.to_string()))?;
+            // The metadata and the data file are read separately: a PUT renamed over the key
+            // between the two would pair one version's ETag with another's bytes. The lookup
+            // is made again once the file is open, until both name the same version.
+            let mut tries = 0;
+            let (found, file) = loop {
+                let found = store
+                    .lookup(&bucket, &key2)?
+                    .ok_or_else(|| Error::NoSuchKey(key2.to_string()))?;
+                let file = match std::fs::File::open(&found.path) {
+                    Ok(f) => Some(f),
+                    // Replaced by a directory marker or deleted meanwhile: look again.
+                    Err(_) if tries < 8 => None,
+                    Err(e) => return Err(e.into()),
+                };
+                let again = store.lookup(&bucket, &key2)?;
+                let same = again.as_ref().is_some_and(|a| {
+                    a.meta.etag == found.meta.etag && a.meta.uploaded_ns == found.meta.uploaded_ns
+                });
+                match file {
+                    Some(f) if same => break (found, f),
+                    _ if tries < 8 => tries += 1,
+                    Some(f) => break (found, f),
+                    None => return Err(Error::NoSuchKey(key2.to_string())),
+                }
+            };
             let total = found.content_length();
             let served = match &range {
                 None => 0..total,
@@ -969,7 +991,6 @@ impl S3 for Gateway {
             if served.is_empty() {
                 return Ok((found, Bytes::new(), None, served));
             }
-            let file = std::fs::File::open(&found.path)?;
             let first_len = (served.end - served.start).min(IO_CHUNK as u64) as usize;
             let first = crate::body::read_at(&file, served.start, first_len)?;
             Ok((found, first, Some(file), served))
