@@ -22,6 +22,9 @@ use crate::multipart;
 use crate::quota::{Contribution, Usage};
 use crate::store::{Found, PosixAttrs, Staged, Store};
 
+/// Times a GET looks an object up again when a PUT replaced it while it was being opened.
+const GET_RETRIES: u32 = 8;
+
 /// Size of the chunks written to and read from disk.
 pub const IO_CHUNK: usize = 1 << 20;
 /// S3's largest single object.
@@ -968,9 +971,9 @@ impl S3 for Gateway {
                     .ok_or_else(|| Error::NoSuchKey(key2.to_string()))?;
                 let file = match std::fs::File::open(&found.path) {
                     Ok(f) => Some(f),
-                    // Replaced by a directory marker or deleted meanwhile: look again.
-                    Err(_) if tries < 8 => None,
-                    Err(e) => return Err(e.into()),
+                    Err(e) if tries >= GET_RETRIES => return Err(e.into()),
+                    // Replaced or deleted meanwhile: look again.
+                    Err(_) => None,
                 };
                 let again = store.lookup(&bucket, &key2)?;
                 let same = again.as_ref().is_some_and(|a| {
@@ -978,9 +981,14 @@ impl S3 for Gateway {
                 });
                 match file {
                     Some(f) if same => break (found, f),
-                    _ if tries < 8 => tries += 1,
-                    Some(f) => break (found, f),
-                    None => return Err(Error::NoSuchKey(key2.to_string())),
+                    _ if tries < GET_RETRIES => tries += 1,
+                    // Never a mismatched pair: the client retries a SlowDown.
+                    _ => {
+                        return Err(Error::S3(S3Error::with_message(
+                            s3s::S3ErrorCode::SlowDown,
+                            "the object is being overwritten faster than it can be read; retry",
+                        )))
+                    }
                 }
             };
             let total = found.content_length();

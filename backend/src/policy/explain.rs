@@ -135,7 +135,6 @@ pub async fn explain(tier: &Arc<Tiering>, abs: &Path) -> Result<Explanation, Tie
     let trouble = matches!(state.state, TierState::Lost | TierState::Conflict)
         .then(|| state.detail.clone())
         .filter(|d| !d.is_empty());
-    let unsynced = super::run::unsynced(tier, &rec.name, &rel, abs);
     let t = Arc::clone(tier);
     tokio::task::spawn_blocking(move || {
         let md = std::fs::symlink_metadata(&p)
@@ -172,7 +171,7 @@ pub async fn explain(tier: &Arc<Tiering>, abs: &Path) -> Result<Explanation, Tie
             pinned: pinned.map(|p| p.display().to_string()),
             open_for_write,
             dirty,
-            unsynced,
+            unsynced: !super::run::synced(&t, &rec.name, &rel, &md),
             noatime,
         };
         match compiled.judge(&facts, now_ms() / 1000) {

@@ -122,16 +122,9 @@ fn snapshot(st: &ScanStatus, p: &Progress) -> ScanStatus {
     }
 }
 
-/// Whether the catalog's record of `rel` (gpair `gpair`) is missing or older than the file at
-/// `abs`: west has not seen its current size and mtime yet.
-pub fn unsynced(tier: &Tiering, gpair: &str, rel: &[u8], abs: &Path) -> bool {
-    let Ok(md) = std::fs::symlink_metadata(abs) else {
-        return false;
-    };
-    !synced(tier, gpair, rel, &md)
-}
-
-fn synced(tier: &Tiering, gpair: &str, rel: &[u8], md: &std::fs::Metadata) -> bool {
+/// Whether the catalog's record of `rel` (gpair `gpair`) is as current as the file whose
+/// metadata is `md`: west has seen its size and mtime.
+pub fn synced(tier: &Tiering, gpair: &str, rel: &[u8], md: &std::fs::Metadata) -> bool {
     let mtime_ns = md.mtime().saturating_mul(1_000_000_000) + md.mtime_nsec();
     matches!(
         tier.engine.catalog.get::<EntryRecord>(CF_ENTRIES, &gpair_key(gpair, rel)),
